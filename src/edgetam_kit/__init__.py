@@ -1,0 +1,32 @@
+"""edgetam-kit: one EdgeTAM inference engine for napari, FiftyOne, notebooks and the CLI.
+
+    import edgetam_kit as ek
+    model = ek.load_model("path/to/edgetam.pt")
+    pred = ek.ImagePredictor(model)
+    pred.set_image(image)
+    r = pred.predict(points=[[500, 375]], labels=[1])
+"""
+
+from .checkpoint import CheckpointError, load_model, save_model
+from .config import EdgeTamConfig, get_config
+from .hookspecs import CheckpointSpec, hookimpl
+from .modeling import EdgeTam
+from .predictor import ImagePredictor, Prediction
+from .random_weights import build_random_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointSpec",
+    "EdgeTam",
+    "EdgeTamConfig",
+    "ImagePredictor",
+    "Prediction",
+    "build_random_model",
+    "get_config",
+    "hookimpl",
+    "load_model",
+    "save_model",
+    "__version__",
+]

@@ -1,0 +1,367 @@
+"""Load and save EdgeTAM weights.
+
+Formats read:
+- a Hugging Face folder: ``config.json`` + ``model.safetensors`` (or a sharded
+  ``model.safetensors.index.json``), as ``EdgeTamModel``/``EdgeTamVideoModel.save_pretrained`` write it;
+- a hub id (``owner/name``), fetched through huggingface_hub (cache first);
+- the original release, ``edgetam.pt`` holding ``{"model": state_dict}``;
+- a checkpoint name registered through the ``edgetam_kit_checkpoints`` hook.
+
+Loading is strict: missing, unexpected or mis-shaped tensors raise one ``ValueError``
+listing them. Tensors of the video model are kept on ``model.video_tensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from .checkpoint_keys import is_video_key, original_to_hf
+from .config import EdgeTamConfig, ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, get_config
+from .hookspecs import CheckpointSpec
+from .modeling import EdgeTam
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint exists but cannot be used (corrupt, wrong tensors, unknown format)."""
+
+
+# ----------------------------------------------------------------------------- configs
+def config_from_hf(d: dict[str, Any]) -> EdgeTamConfig:
+    """Our config from an HF ``config.json`` (model_type ``edgetam`` or ``edgetam_video``)."""
+    if d.get("model_type") not in ("edgetam", "edgetam_video"):
+        raise CheckpointError(f"config.json: model_type is {d.get('model_type')!r}, expected 'edgetam' or 'edgetam_video'")
+    vision = d.get("vision_config") or {}
+    backbone = vision.get("backbone_config") or {}
+    arch = str(backbone.get("architecture") or backbone.get("archirecture") or "repvit_m1").split(".")[0]
+    channels = tuple(reversed(vision.get("backbone_channel_list", [384, 192, 96, 48])))
+    levels = int(vision.get("num_feature_levels", 3))
+    prompt = d.get("prompt_encoder_config") or {}
+    dec = d.get("mask_decoder_config") or {}
+    image_size = int(prompt.get("image_size", d.get("image_size", 1024)))
+    defaults = MaskDecoderConfig()
+    return EdgeTamConfig(
+        image_size=image_size,
+        image_encoder=ImageEncoderConfig(
+            trunk=arch,
+            trunk_channels=channels,
+            d_model=int(vision.get("fpn_hidden_size", 256)),
+            fpn_top_down_levels=tuple(vision.get("fpn_top_down_levels", [2, 3])),
+            scalp=len(channels) - levels,
+        ),
+        prompt_encoder=PromptEncoderConfig(
+            embed_dim=int(prompt.get("hidden_size", 256)), mask_in_chans=int(prompt.get("mask_input_channels", 16))
+        ),
+        mask_decoder=MaskDecoderConfig(
+            **{
+                name: dec.get(hf_name, getattr(defaults, name))
+                for name, hf_name in _DECODER_HF_NAMES.items()
+            }
+        ),
+        name=str(d.get("_name_or_path") or "edgetam"),
+    )
+
+
+_DECODER_HF_NAMES = {
+    "dim": "hidden_size",
+    "depth": "num_hidden_layers",
+    "mlp_dim": "mlp_dim",
+    "num_heads": "num_attention_heads",
+    "attention_downsample_rate": "attention_downsample_rate",
+    "num_multimask_outputs": "num_multimask_outputs",
+    "iou_head_depth": "iou_head_depth",
+    "iou_head_hidden_dim": "iou_head_hidden_dim",
+    "dynamic_multimask_via_stability": "dynamic_multimask_via_stability",
+    "dynamic_multimask_stability_delta": "dynamic_multimask_stability_delta",
+    "dynamic_multimask_stability_thresh": "dynamic_multimask_stability_thresh",
+}
+
+
+def config_to_hf(cfg: EdgeTamConfig) -> dict[str, Any]:
+    """An HF ``config.json`` (model_type ``edgetam``) describing ``cfg``."""
+    enc = cfg.image_encoder
+    channels = list(reversed(enc.trunk_channels))
+    levels = len(enc.trunk_channels) - enc.scalp
+    sizes = [[cfg.image_size // s, cfg.image_size // s] for s in (4, 8, 16, 32)][:levels]
+    return {
+        "architectures": ["EdgeTamModel"],
+        "model_type": "edgetam",
+        "initializer_range": 0.02,
+        "vision_config": {
+            "model_type": "edgetam_vision_model",
+            "backbone_config": {
+                "model_type": "timm_wrapper",
+                "architecture": enc.trunk,
+                "do_pooling": True,
+                "model_args": {"in_chans": 3, "features_only": True, "out_indices": list(range(len(channels)))},
+            },
+            "backbone_channel_list": channels,
+            "backbone_feature_sizes": sizes,
+            "fpn_hidden_size": enc.d_model,
+            "fpn_kernel_size": 1,
+            "fpn_stride": 1,
+            "fpn_padding": 0,
+            "fpn_top_down_levels": list(enc.fpn_top_down_levels),
+            "num_feature_levels": levels,
+            "hidden_act": "gelu",
+            "layer_norm_eps": 1e-6,
+        },
+        "prompt_encoder_config": {
+            "model_type": "edgetam_prompt_encoder",
+            "hidden_size": cfg.prompt_encoder.embed_dim,
+            "image_size": cfg.image_size,
+            "patch_size": 16,
+            "mask_input_channels": cfg.prompt_encoder.mask_in_chans,
+            "num_point_embeddings": 4,
+            "hidden_act": "gelu",
+            "layer_norm_eps": 1e-6,
+            "scale": 1,
+        },
+        "mask_decoder_config": {
+            "model_type": "edgetam_mask_decoder",
+            "hidden_act": "gelu",
+            **{hf: getattr(cfg.mask_decoder, ours) for ours, hf in _DECODER_HF_NAMES.items()},
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- reading
+def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files: list[Path]
+    if (folder / SAFETENSORS).is_file():
+        files = [folder / SAFETENSORS]
+    elif (folder / SAFETENSORS_INDEX).is_file():
+        index = json.loads((folder / SAFETENSORS_INDEX).read_text())
+        files = [folder / f for f in sorted(set(index.get("weight_map", {}).values()))]
+    else:
+        raise FileNotFoundError(
+            f"source: folder {folder} has no {SAFETENSORS} (or {SAFETENSORS_INDEX}); "
+            "expected an HF EdgeTAM folder with config.json + model.safetensors"
+        )
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            sd.update(load_file(str(f)))
+        except Exception as exc:  # truncated or corrupt file
+            raise CheckpointError(f"source: cannot read {f} ({type(exc).__name__}: {exc}); the file may be truncated") from exc
+    return sd
+
+
+def _read_original(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"source: cannot read {path} as a torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if isinstance(blob, dict) and "model" in blob and isinstance(blob["model"], dict):
+        return blob["model"]
+    if isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
+        return blob
+    raise CheckpointError(f"source: {path} is not an EdgeTAM checkpoint (expected {{'model': state_dict}})")
+
+
+def _assign(model: EdgeTam, sd: dict[str, torch.Tensor], video: dict[str, torch.Tensor], layout: str,
+            source: str, extra_unknown: list[str]) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own)) + extra_unknown
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+            if items:
+                shown = ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
+                parts.append(f"{title}: {shown}")
+        raise CheckpointError(f"source: {source} does not match the EdgeTAM {model.config.name!r} config; " + "; ".join(parts))
+    model.load_state_dict(sd, strict=True)
+    model.video_tensors = video
+    model.video_tensors_layout = layout if video else None
+
+
+def _load_hf_folder(folder: Path) -> EdgeTam:
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"source: folder {folder} has no config.json; expected an HF EdgeTAM folder")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"source: {cfg_path} is not valid JSON ({exc})") from exc
+    cfg = config_from_hf(raw)
+    sd = _read_safetensors(folder)
+    image = {k: v for k, v in sd.items() if not is_video_key(k, "hf")}
+    video = {k: v for k, v in sd.items() if is_video_key(k, "hf")}
+    model = EdgeTam(cfg)
+    _assign(model, image, video, "hf", str(folder), [])
+    return model
+
+
+def _load_original(path: Path, config: EdgeTamConfig) -> EdgeTam:
+    sd = _read_original(path)
+    image, video, unknown = original_to_hf(sd)
+    model = EdgeTam(config)
+    _assign(model, image, video, "original", str(path), unknown)
+    return model
+
+
+# ----------------------------------------------------------------------------- hub
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    port = urlparse(endpoint).port or 443
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _fetch_from_hub(repo_id: str, filename: str | None) -> Path:
+    """Local path of a hub checkpoint: the cache first, then (if online) a download."""
+    import huggingface_hub as hf
+
+    patterns = ["config.json", "*.safetensors", "*.safetensors.index.json"]
+
+    def get(local_only: bool) -> Path:
+        if filename:
+            return Path(hf.hf_hub_download(repo_id, filename, local_files_only=local_only))
+        return Path(hf.snapshot_download(repo_id, allow_patterns=patterns, local_files_only=local_only))
+
+    try:
+        return get(local_only=True)
+    except Exception:
+        pass
+    hint = (f"download it on a connected machine (e.g. `huggingface-cli download {repo_id}`) and pass the local "
+            "path: ek.load_model('/path/to/folder-or/edgetam.pt') or --checkpoint PATH")
+    if _hub_offline():
+        raise FileNotFoundError(f"source: {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
+    if not _hub_reachable():
+        raise FileNotFoundError(f"source: cannot reach the Hugging Face hub to fetch {repo_id!r} (offline?); {hint}")
+    try:
+        return get(local_only=False)
+    except Exception as exc:
+        raise FileNotFoundError(f"source: could not fetch {repo_id!r} from the hub ({type(exc).__name__}: {exc}); {hint}") from exc
+
+
+# ----------------------------------------------------------------------------- public
+def resolve_source(source: str | os.PathLike) -> tuple[str, Path | None, CheckpointSpec | None]:
+    """Say what ``source`` is without loading: ("path" | "name" | "hub", local path or None, spec or None)."""
+    from .plugins import get_plugin_manager
+
+    if isinstance(source, os.PathLike) or Path(str(source)).expanduser().exists():
+        return "path", Path(source).expanduser(), None
+    text = str(source)
+    named = get_plugin_manager().checkpoints()
+    if text in named:
+        return "name", None, named[text]
+    if _looks_like_hub_id(text):
+        return "hub", None, CheckpointSpec(name=text, source=text)
+    return "missing", Path(text).expanduser(), None
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return (len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+            and not text.endswith((".pt", ".pth", ".safetensors", ".json")))
+
+
+def load_model(
+    source: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    config: EdgeTamConfig | str | None = None,
+) -> EdgeTam:
+    """Load EdgeTAM weights from an HF folder, hub id, ``edgetam.pt`` or checkpoint name.
+
+    config: only for the original ``.pt`` layout, which stores no config (default preset
+    ``edgetam``); HF folders carry their own. Returns the model in eval mode.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a path, hub id or checkpoint name (str), got {type(source).__name__}")
+    if isinstance(config, str):
+        config = get_config(config)
+    if config is not None and not isinstance(config, EdgeTamConfig):
+        raise TypeError(f"config must be an EdgeTamConfig or a preset name, got {type(config).__name__}")
+    dtype = _parse_dtype(dtype)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda:0', got {device!r}") from exc
+
+    kind, path, spec = resolve_source(source)
+    if kind == "missing":
+        raise FileNotFoundError(
+            f"source: {str(source)!r} is not an existing path, a registered checkpoint name or a hub id (owner/name); "
+            "pass an HF folder, an edgetam.pt file, a name from `edgetam info`, or a hub id"
+        )
+    if spec is not None:
+        if Path(spec.source).expanduser().exists():
+            path = Path(spec.source).expanduser()
+            if spec.filename:
+                path = path / spec.filename
+        else:
+            path = _fetch_from_hub(spec.source, spec.filename)
+        if config is None and spec.config:
+            config = get_config(spec.config)
+    assert path is not None
+    if path.is_dir():
+        model = _load_hf_folder(path)
+    elif path.suffix in (".pt", ".pth", ".ckpt"):
+        model = _load_original(path, config or get_config("edgetam"))
+    elif path.is_file() and path.name == "config.json":
+        model = _load_hf_folder(path.parent)
+    else:
+        raise CheckpointError(
+            f"source: {path} is neither an HF folder (config.json + model.safetensors) nor an original .pt checkpoint"
+        )
+    model.eval()
+    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
+
+
+def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        return _DTYPES[dtype.lower()]
+    raise ValueError(f"dtype must be None, a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}")
+
+
+def save_model(model: EdgeTam, folder: str | os.PathLike) -> Path:
+    """Write ``model`` as an HF folder (config.json + model.safetensors) that
+    ``transformers.EdgeTamModel.from_pretrained`` loads. Video tensors in the HF layout
+    are written too (EdgeTamModel ignores them). The write is atomic per file."""
+    from safetensors.torch import save_file
+
+    if not isinstance(model, EdgeTam):
+        raise TypeError(f"model must be an EdgeTam (from ek.load_model), got {type(model).__name__}")
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"folder: {folder} exists and is not a directory")
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.video_tensors_layout == "hf":
+        tensors.update({k: v.detach().to("cpu").contiguous() for k, v in model.video_tensors.items()})
+    cfg = config_to_hf(model.config)
+    cfg["dtype"] = str(model.dtype).replace("torch.", "")
+    for name, write in ((SAFETENSORS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"})),
+                        ("config.json", lambda p: p.write_text(json.dumps(cfg, indent=2)))):
+        tmp = folder / f".{name}.tmp"
+        write(tmp)
+        os.replace(tmp, folder / name)
+    return folder

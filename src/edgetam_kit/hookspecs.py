@@ -1,0 +1,53 @@
+"""Hook specifications (specs only) for edgetam-kit plugins.
+
+A plugin is any module or object with functions decorated by ``edgetam_kit.hookimpl``,
+advertised under the ``edgetam_kit`` entry-point group. Every hook returns a list;
+the plugin manager concatenates the lists of all plugins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pluggy
+
+PROJECT = "edgetam_kit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """A named checkpoint.
+
+    source: a Hugging Face hub id (``owner/name``), a local folder or a local file.
+    filename: for a hub id, the file to fetch (``edgetam.pt`` for the original layout);
+    None means an HF-style folder (config.json + safetensors).
+    config: preset name used when the format carries no config (the original ``.pt``).
+    """
+
+    name: str
+    source: str
+    filename: str | None = None
+    config: str = "edgetam"
+    description: str = ""
+
+
+@hookspec
+def edgetam_kit_checkpoints() -> list[CheckpointSpec]:
+    """Return named checkpoints this plugin provides (names must be unique across plugins)."""
+
+
+@hookspec
+def edgetam_kit_frame_sources() -> list:
+    """Return frame-source openers for new formats (used by the tracker)."""
+
+
+@hookspec
+def edgetam_kit_exporters() -> list:
+    """Return exporters that write results in new formats."""
+
+
+@hookspec
+def edgetam_kit_backends() -> list:
+    """Return alternative runtimes (compiled, ONNX, ...)."""

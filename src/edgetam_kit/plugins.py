@@ -1,0 +1,105 @@
+"""Plugin manager facade: built-ins plus the ``edgetam_kit`` entry-point group.
+
+A plugin that fails to import or whose hook raises is reported (``PluginManager.errors``
+and a warning) and skipped; it never takes the host down. ``EDGETAM_KIT_DISABLE_PLUGINS=1``
+turns entry-point autoload off (built-ins stay).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from . import builtin_plugins, hookspecs
+from .hookspecs import PROJECT, CheckpointSpec
+
+DISABLE_ENV = "EDGETAM_KIT_DISABLE_PLUGINS"
+
+
+@dataclass
+class PluginError:
+    plugin: str
+    stage: str  # "load" or the hook name
+    error: str
+
+
+@dataclass
+class PluginManager:
+    pm: pluggy.PluginManager
+    errors: list[PluginError] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, autoload: bool | None = None) -> "PluginManager":
+        pm = pluggy.PluginManager(PROJECT)
+        pm.add_hookspecs(hookspecs)
+        self = cls(pm)
+        pm.register(builtin_plugins, name="builtin")
+        if autoload is None:
+            autoload = os.environ.get(DISABLE_ENV, "").strip() not in ("1", "true", "yes")
+        if autoload:
+            self._load_entry_points()
+        return self
+
+    def _load_entry_points(self) -> None:
+        for ep in entry_points(group=PROJECT):
+            try:
+                plugin = ep.load()
+                if self.pm.get_plugin(ep.name) is None:
+                    self.pm.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken plugin must not crash the host
+                self._report(ep.name, "load", exc)
+
+    def _report(self, plugin: str, stage: str, exc: BaseException) -> None:
+        err = PluginError(plugin, stage, f"{type(exc).__name__}: {exc}")
+        self.errors.append(err)
+        warnings.warn(f"edgetam-kit plugin {plugin!r} failed at {stage}: {err.error}; skipped", stacklevel=3)
+
+    def register(self, plugin: Any, name: str | None = None) -> None:
+        self.pm.register(plugin, name=name)
+
+    def plugin_names(self) -> list[str]:
+        return [name for name, _ in self.pm.list_name_plugin()]
+
+    def call(self, hook: str) -> list[tuple[str, Any]]:
+        """Call ``hook`` on each plugin separately; returns (plugin name, item) pairs."""
+        results: list[tuple[str, Any]] = []
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            try:
+                items = impl.function() or []
+                results.extend((impl.plugin_name, item) for item in items)
+            except Exception as exc:
+                self._report(impl.plugin_name, hook, exc)
+        return results
+
+    def checkpoints(self) -> dict[str, CheckpointSpec]:
+        """Named checkpoints from every plugin; a plugin registered later overrides a name
+        (so an installed plugin can re-point a built-in name at a mirror)."""
+        found: dict[str, CheckpointSpec] = {}
+        for plugin, spec in self.call("edgetam_kit_checkpoints"):
+            if not isinstance(spec, CheckpointSpec):
+                self._report(plugin, "edgetam_kit_checkpoints", TypeError(f"returned {type(spec).__name__}, not CheckpointSpec"))
+                continue
+            found[spec.name] = spec
+        return found
+
+
+_manager: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager (created on first use)."""
+    global _manager
+    if _manager is None:
+        _manager = PluginManager.create()
+    return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget the process-wide manager (tests; after installing a plugin)."""
+    global _manager
+    _manager = None

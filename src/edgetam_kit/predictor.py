@@ -1,0 +1,304 @@
+"""ImagePredictor: encode an image once, then decode any number of prompts against it.
+
+Coordinates are (x, y) in pixels of the image as given; boxes are (x0, y0, x1, y1);
+labels are 1 (positive) and 0 (negative). Masks come back at the image's own size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .modeling import EdgeTam, ImageFeatures
+from .transforms import DEFAULT_PERCENTILES, scale_xy, to_model_input, to_unit_rgb, upscale_logits
+
+LOGIT_CLAMP = 32.0  # low-res logits are returned clamped, as the reference predictor does
+
+
+@dataclass
+class Prediction:
+    """Result for one prompted object.
+
+    masks: (K, H, W) bool at the input image's size; scores: (K,) predicted IoU;
+    logits: (K, 4E, 4E) low-res logits (256x256 for EdgeTAM), clamped to +-32 — feed one
+    back as ``mask_input``; object_score: logit that an object is present (> 0: present).
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+    object_score: float
+
+    @property
+    def best(self) -> int:
+        """Index of the mask with the highest predicted IoU."""
+        return int(np.argmax(self.scores))
+
+
+@dataclass
+class _Prompt:
+    """One object's prompt, validated and moved to the model frame."""
+
+    coords: np.ndarray  # (P, 2) model-frame pixels, box corners first
+    labels: np.ndarray  # (P,) int
+    mask: np.ndarray | None  # (4E, 4E) float logits
+    image_index: int
+
+    def signature(self) -> tuple[int, bool]:
+        return (len(self.labels), self.mask is not None)
+
+
+class ImagePredictor:
+    """Prompted segmentation of one image (``set_image``) or several (``set_images``)."""
+
+    def __init__(self, model: EdgeTam, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> None:
+        if not isinstance(model, EdgeTam):
+            raise TypeError(f"model must be an EdgeTam from ek.load_model, got {type(model).__name__}")
+        self.model = model.eval()
+        self.percentiles = percentiles
+        self._features: ImageFeatures | None = None
+        self._sizes: list[tuple[int, int]] = []
+
+    # ------------------------------------------------------------------ images
+    @property
+    def is_image_set(self) -> bool:
+        return self._features is not None
+
+    @property
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(H, W) of each image set, in order."""
+        return list(self._sizes)
+
+    @property
+    def features(self) -> ImageFeatures:
+        if self._features is None:
+            raise RuntimeError("no image set: call set_image(image) or set_images([...]) first")
+        return self._features
+
+    def set_image(self, image: Any, channels: int | Sequence[int] | None = None) -> None:
+        """Encode one image (HxW or HxWxC; uint8, uint16 or float). One encoder pass."""
+        self.set_images([image], channels=channels)
+
+    def set_images(
+        self,
+        images: Sequence[Any],
+        channels: int | Sequence[int] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Encode several images (sizes may differ); prompts pick one with ``image_index``.
+
+        progress: called as ``progress(done, total)`` after each image.
+        """
+        if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
+            raise TypeError("images must be a non-empty list of images (each HxW or HxWxC)")
+        self.reset()
+        embeds, s0, s1, sizes = [], [], [], []
+        m = self.model
+        for i, image in enumerate(images):
+            name = "image" if len(images) == 1 else f"images[{i}]"
+            rgb = to_unit_rgb(image, channels=channels, percentiles=self.percentiles, name=name)
+            with torch.inference_mode():
+                f = m.encode_image(to_model_input(rgb, m.config.image_size, m.device, m.dtype))
+            embeds.append(f.embed)
+            s0.append(f.high_res[0])
+            s1.append(f.high_res[1])
+            sizes.append(rgb.shape[:2])
+            if progress is not None:
+                progress(i + 1, len(images))
+        cat = (lambda xs: xs[0]) if len(embeds) == 1 else (lambda xs: torch.cat(xs, 0))
+        self._features = ImageFeatures(cat(embeds), (cat(s0), cat(s1)))
+        self._sizes = [(int(h), int(w)) for h, w in sizes]
+
+    def reset(self) -> None:
+        """Forget the current image(s)."""
+        self._features = None
+        self._sizes = []
+
+    # ------------------------------------------------------------------ prompts
+    def predict(
+        self,
+        points: Any = None,
+        labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        multimask: bool = True,
+        image_index: int = 0,
+    ) -> Prediction:
+        """Segment one object.
+
+        points: (P, 2) (x, y) pixels; labels: (P,) 1/0 (default: all 1); box: (4,)
+        x0, y0, x1, y1; mask_input: (1, 4E, 4E) or (4E, 4E) logits from a previous
+        ``Prediction.logits[k]``; multimask: 3 candidate masks (True) or 1.
+        """
+        prompt = self._prompt(points, labels, box, mask_input, image_index, where="")
+        return self._run([prompt], multimask)[0]
+
+    def predict_batch(
+        self,
+        points: Sequence[Any] | None = None,
+        labels: Sequence[Any] | None = None,
+        boxes: Sequence[Any] | None = None,
+        mask_inputs: Sequence[Any] | None = None,
+        multimask: bool = False,
+        image_index: Sequence[int] | int | None = None,
+    ) -> list[Prediction]:
+        """Segment N objects; object i uses ``points[i]``, ``labels[i]``, ``boxes[i]``,
+        ``mask_inputs[i]`` (any may be None) on image ``image_index[i]`` (default 0).
+
+        Objects whose prompts have the same shape share one decoder pass; each object
+        gets exactly the result it would get alone (no padding is ever added).
+        """
+        lists = {"points": points, "labels": labels, "boxes": boxes, "mask_inputs": mask_inputs}
+        n = None
+        for name, value in lists.items():
+            if value is None:
+                continue
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+                raise TypeError(f"{name} must be a list with one entry per object, got {type(value).__name__}")
+            if n is None:
+                n = len(value)
+            elif len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries but another argument has {n}; give one per object")
+        if isinstance(image_index, (int, np.integer)):
+            image_index = [int(image_index)] * (n or 0)
+        if n is None:
+            if image_index is None:
+                raise ValueError("predict_batch needs points, boxes or mask_inputs (one entry per object)")
+            n = len(image_index)
+        if n == 0:
+            return []
+        if image_index is None:
+            image_index = [0] * n
+        if len(image_index) != n:
+            raise ValueError(f"image_index has {len(image_index)} entries for {n} objects; give one per object")
+
+        def pick(seq: Sequence[Any] | None, i: int) -> Any:
+            return None if seq is None else seq[i]
+
+        prompts = [
+            self._prompt(pick(points, i), pick(labels, i), pick(boxes, i), pick(mask_inputs, i), image_index[i],
+                         where=f"[{i}]")
+            for i in range(n)
+        ]
+        return self._run(prompts, multimask)
+
+    # ------------------------------------------------------------------ internals
+    def _prompt(self, points: Any, labels: Any, box: Any, mask_input: Any, image_index: Any, where: str) -> _Prompt:
+        features = self.features
+        if not isinstance(image_index, (int, np.integer)) or not (0 <= int(image_index) < len(features)):
+            raise ValueError(f"image_index{where} must be an int in [0, {len(features) - 1}], got {image_index!r}")
+        hw = self._sizes[int(image_index)]
+        size = self.model.config.image_size
+        coords, labs = [], []
+        if box is not None:
+            b = _float_array(box, f"box{where}" if where == "" else f"boxes{where}")
+            if b.shape != (4,):
+                raise ValueError(f"box{where} must be 4 numbers (x0, y0, x1, y1), got shape {b.shape}")
+            if b[2] < b[0] or b[3] < b[1]:
+                raise ValueError(f"box{where} must have x1 >= x0 and y1 >= y0 (x0, y0, x1, y1), got {b.tolist()}")
+            _check_inside(b.reshape(2, 2), hw, f"box{where}")
+            coords.append(scale_xy(b.reshape(2, 2), hw, size))
+            labs.append(np.array([2, 3]))
+        if points is not None:
+            p = _float_array(points, f"points{where}")
+            if p.ndim == 1 and p.shape == (2,):
+                p = p[None]
+            if p.ndim != 2 or p.shape[1] != 2:
+                raise ValueError(f"points{where} must be shaped (P, 2) as (x, y) pixels, got shape {p.shape}")
+            _check_inside(p, hw, f"points{where}")
+            if labels is None:
+                lab = np.ones(len(p), dtype=np.int64)
+            else:
+                lab = np.asarray(labels)
+                if lab.ndim == 0:
+                    lab = lab[None]
+                if lab.ndim != 1 or len(lab) != len(p):
+                    raise ValueError(
+                        f"labels{where} must have one entry per point ({len(p)}), got shape {lab.shape}"
+                    )
+                if lab.dtype.kind not in "biu" or not np.isin(lab, (0, 1)).all():
+                    raise ValueError(f"labels{where} must be 1 (positive) or 0 (negative), got {lab.tolist()}")
+            coords.append(scale_xy(p, hw, size))
+            labs.append(lab.astype(np.int64))
+        elif labels is not None:
+            raise ValueError(f"labels{where} given without points{where}")
+        mask = None
+        if mask_input is not None:
+            m = _float_array(mask_input, f"mask_input{where}")
+            side = self.model.config.low_res_size
+            if m.shape == (1, side, side):
+                m = m[0]
+            if m.shape != (side, side):
+                raise ValueError(
+                    f"mask_input{where} must be low-res logits shaped ({side}, {side}) or (1, {side}, {side}) "
+                    f"(a Prediction.logits[k]), got shape {m.shape}"
+                )
+            mask = m
+        if not coords and mask is None:
+            raise ValueError(f"prompt{where} is empty: give points, a box or a mask_input")
+        cat_coords = np.concatenate(coords, 0).astype(np.float32) if coords else np.zeros((0, 2), np.float32)
+        cat_labels = np.concatenate(labs, 0) if labs else np.zeros((0,), np.int64)
+        return _Prompt(cat_coords, cat_labels, mask, int(image_index))
+
+    def _run(self, prompts: list[_Prompt], multimask: bool) -> list[Prediction]:
+        if not isinstance(multimask, bool):
+            raise TypeError(f"multimask must be True or False, got {multimask!r}")
+        model, features = self.model, self.features
+        device, dtype = model.device, model.dtype
+        out: list[Prediction | None] = [None] * len(prompts)
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(p.signature(), []).append(i)
+        with torch.inference_mode():
+            for (n_points, has_mask), idx in groups.items():
+                group = [prompts[i] for i in idx]
+                coords = labels = masks = None
+                if n_points:
+                    coords = torch.from_numpy(np.stack([p.coords for p in group])).to(device, dtype)
+                    labels = torch.from_numpy(np.stack([p.labels for p in group])).to(device)
+                if has_mask:
+                    masks = torch.from_numpy(np.stack([p.mask for p in group])[:, None]).to(device, dtype)
+                image_ids = sorted({p.image_index for p in group})
+                feats = features if len(features) == 1 else None
+                if feats is None or len(image_ids) > 1 or image_ids[0] != 0:
+                    feats = features.select(torch.tensor([p.image_index for p in group], device=device))
+                dec = model.decode(feats, coords, labels, masks, multimask)
+                for j, i in enumerate(idx):
+                    out[i] = self._to_prediction(dec.low_res_logits[j], dec.iou[j], dec.object_score[j],
+                                                 self._sizes[prompts[i].image_index])
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _to_prediction(logits: torch.Tensor, iou: torch.Tensor, obj: torch.Tensor, hw: tuple[int, int]) -> Prediction:
+        masks = upscale_logits(logits[None], hw)[0] > 0.0
+        return Prediction(
+            masks=masks.cpu().numpy(),
+            scores=iou.float().cpu().numpy(),
+            logits=logits.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP).cpu().numpy(),
+            object_score=float(obj),
+        )
+
+
+def _float_array(value: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numbers (a list or array), got {type(value).__name__}: {exc}") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _check_inside(xy: np.ndarray, hw: tuple[int, int], name: str) -> None:
+    """Points must lie on the image: 0 <= x <= W and 0 <= y <= H (pixels)."""
+    h, w = hw
+    bad = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
+    if bad.any():
+        raise ValueError(
+            f"{name} has coordinates outside the {w}x{h} image (x in [0, {w}], y in [0, {h}]): "
+            f"{xy[bad].tolist()}; coordinates are (x, y) in pixels"
+        )
