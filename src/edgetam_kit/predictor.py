@@ -76,7 +76,7 @@ class ImagePredictor:
     @property
     def features(self) -> ImageFeatures:
         if self._features is None:
-            raise RuntimeError("no image set: call set_image(image) or set_images([...]) first")
+            raise ValueError("no image set: call set_image(image) or set_images([...]) before predict")
         return self._features
 
     def set_image(self, image: Any, channels: int | Sequence[int] | None = None) -> None:
@@ -95,7 +95,6 @@ class ImagePredictor:
         """
         if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
             raise TypeError("images must be a non-empty list of images (each HxW or HxWxC)")
-        self.reset()
         embeds, s0, s1, sizes = [], [], [], []
         m = self.model
         for i, image in enumerate(images):
@@ -109,6 +108,8 @@ class ImagePredictor:
             sizes.append(rgb.shape[:2])
             if progress is not None:
                 progress(i + 1, len(images))
+        # replace the previous image(s) only once every new one is encoded: a bad image
+        # or an interrupted call leaves the predictor as it was
         cat = (lambda xs: xs[0]) if len(embeds) == 1 else (lambda xs: torch.cat(xs, 0))
         self._features = ImageFeatures(cat(embeds), (cat(s0), cat(s1)))
         self._sizes = [(int(h), int(w)) for h, w in sizes]
