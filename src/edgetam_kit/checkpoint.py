@@ -104,6 +104,9 @@ def config_to_hf(cfg: EdgeTamConfig) -> dict[str, Any]:
                 "model_type": "timm_wrapper",
                 "architecture": enc.trunk,
                 "do_pooling": True,
+                "num_classes": 2,  # unused by a features_only trunk, but transformers requires it
+                "label_names": ["LABEL_0", "LABEL_1"],
+                "initializer_range": 0.02,
                 "model_args": {"in_chans": 3, "features_only": True, "out_indices": list(range(len(channels)))},
             },
             "backbone_channel_list": channels,
