@@ -62,6 +62,7 @@ class ImagePredictor:
         self.percentiles = percentiles
         self._features: ImageFeatures | None = None
         self._sizes: list[tuple[int, int]] = []
+        self._image_pe: torch.Tensor | None = None  # model.dense_pe(), computed with the features
 
     # ------------------------------------------------------------------ images
     @property
@@ -112,12 +113,15 @@ class ImagePredictor:
         # or an interrupted call leaves the predictor as it was
         cat = (lambda xs: xs[0]) if len(embeds) == 1 else (lambda xs: torch.cat(xs, 0))
         self._features = ImageFeatures(cat(embeds), (cat(s0), cat(s1)))
+        with torch.inference_mode():
+            self._image_pe = m.dense_pe()
         self._sizes = [(int(h), int(w)) for h, w in sizes]
 
     def reset(self) -> None:
         """Forget the current image(s)."""
         self._features = None
         self._sizes = []
+        self._image_pe = None
 
     # ------------------------------------------------------------------ prompts
     def predict(
@@ -267,7 +271,7 @@ class ImagePredictor:
                 feats = features if len(features) == 1 else None
                 if feats is None or len(image_ids) > 1 or image_ids[0] != 0:
                     feats = features.select(torch.tensor([p.image_index for p in group], device=device))
-                dec = model.decode(feats, coords, labels, masks, multimask)
+                dec = model.decode(feats, coords, labels, masks, multimask, image_pe=self._image_pe)
                 for j, i in enumerate(idx):
                     out[i] = self._to_prediction(dec.low_res_logits[j], dec.iou[j], dec.object_score[j],
                                                  self._sizes[prompts[i].image_index])

@@ -97,12 +97,14 @@ class EdgeTam(nn.Module):
         labels: torch.Tensor | None,
         mask_logits: torch.Tensor | None = None,
         multimask: bool = True,
+        image_pe: torch.Tensor | None = None,
     ) -> DecoderOutput:
         """Decode N objects against ``features`` (N images, or 1 image shared by all).
 
         coords: (N, P, 2) input-frame pixels (box corners first, labels 2 and 3), labels:
         (N, P); both may be None for a mask-only prompt. mask_logits: (N, 1, 4E, 4E).
-        The padding point the network was trained with is appended here.
+        The padding point the network was trained with is appended here. ``image_pe`` is
+        ``dense_pe()``, passed in by callers that decode many prompts per image.
         """
         if coords is not None:
             n = coords.shape[0]
@@ -120,6 +122,7 @@ class EdgeTam(nn.Module):
         if len(features) == 1 and n > 1:
             features = features.select(torch.zeros(n, dtype=torch.long, device=features.embed.device))
         masks, iou, tokens, obj = self.mask_decoder(
-            features.embed, self.dense_pe(), features.high_res, sparse, dense, multimask
+            features.embed, self.dense_pe() if image_pe is None else image_pe, features.high_res, sparse, dense,
+            multimask,
         )
         return DecoderOutput(masks, iou, obj.squeeze(-1), tokens)
