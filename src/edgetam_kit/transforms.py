@@ -91,7 +91,7 @@ def to_unit_rgb(
     lo, hi = np.percentile(arr, [lo_p, hi_p])
     if hi <= lo:  # flat image: keep it flat at mid-grey rather than dividing by zero
         return np.full_like(arr, 0.5 if hi > 0 else 0.0)
-    return np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+    return np.clip((arr - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def to_model_input(rgb01: np.ndarray, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
