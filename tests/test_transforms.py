@@ -71,3 +71,25 @@ def test_predictor_16bit_equals_8bit(u8: np.ndarray) -> None:
     ra, rb = a.predict(points=[[35, 25]]), b.predict(points=[[35, 25]])
     np.testing.assert_allclose(ra.logits, rb.logits, atol=1e-4)
     assert ra.masks.shape == (3, 50, 70)
+
+
+def test_set_images_progress_and_cancel(u8: np.ndarray) -> None:
+    import threading
+
+    pred = ek.ImagePredictor(ek.build_random_model("tiny"))
+    seen: list[tuple[int, int]] = []
+    pred.set_images([u8, u8[:20]], progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 2), (2, 2)] and pred.image_sizes == [(50, 70), (20, 70)]
+    before = pred.predict(points=[[10, 10]], image_index=1)
+    stop = threading.Event()
+    calls = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        stop.set()  # the user presses Cancel after the first image
+
+    with pytest.raises(ek.Cancelled):
+        pred.set_images([u8[:10], u8[:30], u8[:40]], progress=progress, cancel=stop)
+    assert calls == [1]
+    assert pred.image_sizes == [(50, 70), (20, 70)]  # nothing lost
+    np.testing.assert_array_equal(pred.predict(points=[[10, 10]], image_index=1).masks, before.masks)

@@ -12,11 +12,13 @@ from .config import EdgeTamConfig, get_config
 from .hookspecs import CheckpointSpec, hookimpl
 from .modeling import EdgeTam
 from .predictor import ImagePredictor, Prediction
+from .progress import Cancelled
 from .random_weights import build_random_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cancelled",
     "CheckpointError",
     "CheckpointSpec",
     "EdgeTam",

@@ -6,7 +6,7 @@ labels are 1 (positive) and 0 (negative). Masks come back at the image's own siz
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .modeling import EdgeTam, ImageFeatures
+from .progress import Cancelled, is_cancelled, report
 from .transforms import DEFAULT_PERCENTILES, scale_xy, to_model_input, to_unit_rgb, upscale_logits
 
 LOGIT_CLAMP = 32.0  # low-res logits are returned clamped, as the reference predictor does
@@ -88,17 +89,22 @@ class ImagePredictor:
         self,
         images: Sequence[Any],
         channels: int | Sequence[int] | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Any = None,
+        cancel: Any = None,
     ) -> None:
         """Encode several images (sizes may differ); prompts pick one with ``image_index``.
 
-        progress: called as ``progress(done, total)`` after each image.
+        progress: ``f(done, total)`` or a tqdm-like object, told after each image.
+        cancel: callable or threading.Event checked before each image; when set,
+        ``Cancelled`` is raised and the previously set image(s) stay in place.
         """
         if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
             raise TypeError("images must be a non-empty list of images (each HxW or HxWxC)")
         embeds, s0, s1, sizes = [], [], [], []
         m = self.model
         for i, image in enumerate(images):
+            if is_cancelled(cancel):
+                raise Cancelled(f"set_images cancelled after {i} of {len(images)} images; previous image(s) kept")
             name = "image" if len(images) == 1 else f"images[{i}]"
             rgb = to_unit_rgb(image, channels=channels, percentiles=self.percentiles, name=name)
             with torch.inference_mode():
@@ -107,8 +113,7 @@ class ImagePredictor:
             s0.append(f.high_res[0])
             s1.append(f.high_res[1])
             sizes.append(rgb.shape[:2])
-            if progress is not None:
-                progress(i + 1, len(images))
+            report(progress, i + 1, len(images))
         # replace the previous image(s) only once every new one is encoded: a bad image
         # or an interrupted call leaves the predictor as it was
         cat = (lambda xs: xs[0]) if len(embeds) == 1 else (lambda xs: torch.cat(xs, 0))
