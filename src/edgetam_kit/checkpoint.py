@@ -255,7 +255,10 @@ def _fetch_from_hub(repo_id: str, filename: str | None) -> Path:
     if _hub_offline():
         raise FileNotFoundError(f"source: {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
     if not _hub_reachable():
-        raise FileNotFoundError(f"source: cannot reach the Hugging Face hub to fetch {repo_id!r} (offline?); {hint}")
+        raise FileNotFoundError(
+            f"source: {repo_id!r} is no local path, and the Hugging Face hub cannot be reached to fetch it as a "
+            f"hub id (offline?); {hint}"
+        )
     try:
         return get(local_only=False)
     except Exception as exc:
@@ -307,6 +310,7 @@ def load_model(
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda:0', got {device!r}") from exc
 
+    given_config = config
     kind, path, spec = resolve_source(source)
     if kind == "missing":
         raise FileNotFoundError(
@@ -322,19 +326,30 @@ def load_model(
             path = _fetch_from_hub(spec.source, spec.filename)
         if config is None and spec.config:
             config = get_config(spec.config)
-    assert path is not None
-    if path.is_dir():
-        model = _load_hf_folder(path)
+    if path.is_dir() or path.name == "config.json":
+        model = _load_hf_folder(path if path.is_dir() else path.parent)
+        if given_config is not None:
+            _check_same_config(given_config, model.config, path)
     elif path.suffix in (".pt", ".pth", ".ckpt"):
         model = _load_original(path, config or get_config("edgetam"))
-    elif path.is_file() and path.name == "config.json":
-        model = _load_hf_folder(path.parent)
     else:
         raise CheckpointError(
             f"source: {path} is neither an HF folder (config.json + model.safetensors) nor an original .pt checkpoint"
         )
     model.eval()
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
+
+
+def _check_same_config(given: EdgeTamConfig, found: EdgeTamConfig, path: Path) -> None:
+    """HF folders carry their config; a ``config=`` that contradicts it is an error."""
+    def shape(c: EdgeTamConfig) -> tuple:
+        return (c.image_size, c.image_encoder, c.prompt_encoder, c.mask_decoder)
+
+    if shape(given) != shape(found):
+        raise ValueError(
+            f"config: {path} carries its own config.json (image_size {found.image_size}); the config= given "
+            f"(image_size {given.image_size}) contradicts it — leave config=None for HF folders"
+        )
 
 
 def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -34,13 +34,11 @@ T = TypeVar("T")
 # ----------------------------------------------------------------------------- parsing helpers
 def parse_numbers(text: str, flag: str, form: str) -> list[float]:
     """Parse ``"a,b,..."`` (as many numbers as ``form`` names) strictly, naming ``flag`` on error."""
-    n = len(form.split(","))
-    parts = text.split(",")
     try:
-        values = [float(p) for p in parts]
+        values = [float(p) for p in text.split(",")]
     except ValueError:
         values = []
-    if len(parts) != n or len(values) != n or not all(np.isfinite(values)):
+    if len(values) != len(form.split(",")) or not all(np.isfinite(values)):
         raise ValueError(f"{flag} expects {form} in pixels, got {text!r}")
     return values
 
@@ -69,16 +67,14 @@ def read_image(path: str) -> np.ndarray:
 def write_mask(mask: np.ndarray, out: Path) -> None:
     """Write a (H, W) bool mask: .png 0/255, .tif/.tiff uint8 labels (0/1), .npy bool."""
     import skimage.io
+    import tifffile
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out.suffix.lower()
-    if suffix == ".npy":
+    if out.suffix.lower() == ".npy":
         np.save(out, mask.astype(bool))
-    elif suffix == ".png":
+    elif out.suffix.lower() == ".png":
         skimage.io.imsave(out, mask.astype(np.uint8) * 255, check_contrast=False)
     else:
-        import tifffile
-
         tifffile.imwrite(out, mask.astype(np.uint8))
 
 
@@ -90,9 +86,7 @@ def versions() -> list[tuple[str, str]]:
 
     from . import __version__
 
-    cuda = "no"
-    if torch.cuda.is_available():
-        cuda = f"yes ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})"
+    cuda = f"yes ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "no"
     return [("edgetam-kit", __version__), ("python", f"{platform.python_version()} ({sys.executable})"),
             ("torch", torch.__version__), ("timm", timm.__version__),
             ("torch threads", str(torch.get_num_threads())), ("cuda", cuda)]
@@ -130,11 +124,10 @@ def hub_cache_state(repo_id: str, filename: str | None) -> str:
 
 
 def plugin_errors() -> list[str]:
-    """Distinct plugin errors recorded so far, one line each."""
+    """Distinct plugin errors recorded so far, one line each (the manager records repeats)."""
     from .plugins import get_plugin_manager
 
-    seen = dict.fromkeys(f"{e.plugin} ({e.stage}): {e.error}" for e in get_plugin_manager().errors)
-    return list(seen)
+    return list(dict.fromkeys(f"{e.plugin} ({e.stage}): {e.error}" for e in get_plugin_manager().errors))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -265,8 +258,7 @@ def overlay(image: np.ndarray, masks: Sequence[np.ndarray], point: Sequence[int]
             font = ImageFont.load_default(size=14)
         except TypeError:  # Pillow < 10.1: bitmap font, no size
             font = ImageFont.load_default()
-        left, top, right, bottom = draw.textbbox((4, 4), label, font=font)
-        draw.rectangle((0, 0, right + 4, bottom + 4), fill=(0, 0, 0))
+        draw.rectangle((0, 0, *(v + 4 for v in draw.textbbox((4, 4), label, font=font)[2:])), fill=(0, 0, 0))
         draw.text((4, 4), label, fill=(255, 255, 0), font=font)
     return np.asarray(pil)
 
@@ -333,12 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
              "edgetam segment coins.png --point 213,193 --negative 240,193 --checkpoint ./edgetam-hf -o mask.png")
     p.add_argument("image", metavar="IMAGE", help="image file (PNG, JPEG, TIFF, ...)")
     p.add_argument("--point", action="append", default=[], metavar="X,Y", help="positive click in pixels (repeatable)")
-    p.add_argument("--negative", action="append", default=[], metavar="X,Y", help="negative click in pixels (repeatable)")
+    p.add_argument("--negative", action="append", default=[], metavar="X,Y", help="negative click, pixels (repeatable)")
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box around the object, in pixels")
     p.add_argument("--checkpoint", required=True, metavar="SRC",
                    help="HF folder, edgetam.pt, registered name (see `edgetam info`) or hub id")
     p.add_argument("--config", choices=configs, help="network preset, only for the original .pt layout")
-    p.add_argument("--multimask", action="store_true", help="predict 3 candidates and keep the best (default: 1)")
+    p.add_argument("--multimask", action="store_true", help="predict 3 candidates, keep the best (default: one mask)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="the best mask: .png (0/255), .tif/.tiff (uint8 labels 0/1) or .npy (bool)")
@@ -369,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
+    except BrokenPipeError:  # `edgetam info | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, OSError) as exc:  # CheckpointError is a ValueError
         if os.environ.get("EDGETAM_DEBUG"):
             raise

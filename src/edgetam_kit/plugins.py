@@ -56,6 +56,8 @@ class PluginManager:
 
     def _report(self, plugin: str, stage: str, exc: BaseException) -> None:
         err = PluginError(plugin, stage, f"{type(exc).__name__}: {exc}")
+        if err in self.errors:  # hooks are called many times; report each failure once
+            return
         self.errors.append(err)
         warnings.warn(f"edgetam-kit plugin {plugin!r} failed at {stage}: {err.error}; skipped", stacklevel=3)
 
