@@ -50,6 +50,7 @@ def broken(tiny_refs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     badtype.mkdir()
     (badtype / "config.json").write_text('{"model_type": "sam2"}')
     out["badtype"] = badtype
+    out["good_tiny_folder"] = refs.hf_folder
     (tmp / "notackpt.pt").write_bytes(b"this is not a checkpoint")
     out["garbage"] = tmp / "notackpt.pt"
     return out
@@ -96,6 +97,10 @@ CASES = [
      r"wrong shape: mask_decoder\.iou_token\.weight: checkpoint \(2, 256\)"),
     ("pt_garbage", lambda p, c: ek.load_model(c["garbage"]), ek.CheckpointError, r"source.*cannot read"),
     ("config_model_type", lambda p, c: ek.load_model(c["badtype"]), ek.CheckpointError, r"model_type.*'edgetam'"),
+    ("config_contradicts_folder", lambda p, c: ek.load_model(c["good_tiny_folder"], config="edgetam"), ValueError,
+     r"config:.*carries its own config.json.*config=None"),
+    ("device_string", lambda p, c: ek.load_model(c["good_tiny_folder"], device="gpu0"), ValueError,
+     r"device must be a torch device string"),
     ("source_type", lambda p, c: ek.load_model(42), TypeError, r"source must be a path, hub id or checkpoint name"),
     ("dtype_string", lambda p, c: ek.load_model(c["truncated"], dtype="float8"), ValueError, r"dtype must be.*bfloat16"),
     ("config_preset", lambda p, c: ek.load_model(c["missing"], config="huge"), ValueError, r"unknown preset.*edgetam"),
