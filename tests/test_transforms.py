@@ -93,3 +93,9 @@ def test_set_images_progress_and_cancel(u8: np.ndarray) -> None:
     assert calls == [1]
     assert pred.image_sizes == [(50, 70), (20, 70)]  # nothing lost
     np.testing.assert_array_equal(pred.predict(points=[[10, 10]], image_index=1).masks, before.masks)
+
+
+def test_pil_image_is_accepted(u8: np.ndarray) -> None:
+    from PIL import Image
+
+    np.testing.assert_array_equal(to_unit_rgb(Image.fromarray(u8)), to_unit_rgb(u8))

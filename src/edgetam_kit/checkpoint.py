@@ -250,7 +250,7 @@ def _fetch_from_hub(repo_id: str, filename: str | None) -> Path:
         return get(local_only=True)
     except Exception:
         pass
-    hint = (f"download it on a connected machine (e.g. `huggingface-cli download {repo_id}`) and pass the local "
+    hint = (f"download it on a connected machine (e.g. `hf download {repo_id}`) and pass the local "
             "path: ek.load_model('/path/to/folder-or/edgetam.pt') or --checkpoint PATH")
     if _hub_offline():
         raise FileNotFoundError(f"source: {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")

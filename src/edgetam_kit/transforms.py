@@ -27,7 +27,9 @@ DEFAULT_PERCENTILES = (1.0, 99.8)
 def _as_array(image: object, name: str) -> np.ndarray:
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
-    elif hasattr(image, "__array__") and not isinstance(image, np.ndarray):
+    elif not isinstance(image, np.ndarray) and (
+        hasattr(image, "__array__") or hasattr(image, "__array_interface__")
+    ):
         image = np.asarray(image)  # PIL images, dask/zarr arrays
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{name} must be a numpy array (HxW or HxWxC), got {type(image).__name__}")
