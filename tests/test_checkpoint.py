@@ -55,36 +55,49 @@ def test_hf_round_trip_through_transformers(tiny_refs, tmp_path: Path, img: np.n
 
 
 def test_original_pt_to_hf_folder_and_back(tiny_refs, tmp_path: Path, img: np.ndarray) -> None:
-    from_pt = ek.load_model(tiny_refs.pt_path, config="tiny")
-    from_hf = ek.load_model(tiny_refs.hf_folder)
-    for k, v in from_pt.state_dict().items():
-        torch.testing.assert_close(v, from_hf.state_dict()[k], rtol=0, atol=0, msg=k)
+    from_pt = ek.load_model(tiny_refs.pt_path, config="tiny")  # the original file holds the video model too
+    from_hf = ek.load_model(tiny_refs.hf_folder)  # EdgeTamModel.save_pretrained: image model only
+    assert from_pt.has_video and not from_hf.has_video
+    pt_sd = from_pt.state_dict()
+    for k, v in from_hf.state_dict().items():
+        torch.testing.assert_close(pt_sd[k], v, rtol=0, atol=0, msg=k)
     again = ek.load_model(ek.save_model(from_pt, tmp_path / "converted"))
+    assert again.has_video
+    for k, v in again.state_dict().items():
+        torch.testing.assert_close(pt_sd[k], v, rtol=0, atol=0, msg=k)
     np.testing.assert_array_equal(_outputs(again, img)[0], _outputs(from_pt, img)[0])
 
 
-def test_video_tensors_are_kept(tmp_path: Path) -> None:
-    """A video checkpoint (original layout, and HF EdgeTamVideoModel layout) loads; the
-    memory-bank tensors are kept for the tracker instead of being an error."""
+def test_video_checkpoints_load_with_video_modules(tiny_refs, tmp_path: Path) -> None:
+    """A video checkpoint (original layout, and HF EdgeTamVideoModel layout) loads with the
+    tracker's modules; an image-only checkpoint loads without them."""
+    assert not ek.load_model(tiny_refs.hf_folder).has_video
     video = build_original(ek.get_config("tiny"), video=True)
     torch.save({"model": video.state_dict()}, tmp_path / "video.pt")
     m = ek.load_model(tmp_path / "video.pt", config="tiny")
-    assert m.video_tensors_layout == "original"
-    assert "spatial_perceiver.latents_2d" in m.video_tensors and "maskmem_tpos_enc" in m.video_tensors
-    assert len(m.video_tensors) == 149
+    assert m.has_video
+    sd, ref = m.state_dict(), video.state_dict()
+    torch.testing.assert_close(sd["spatial_perceiver.latents_1d"], ref["spatial_perceiver.latents"])
+    k, v = ref["spatial_perceiver.layers.1.attn.to_kv.weight"].chunk(2)
+    torch.testing.assert_close(sd["spatial_perceiver.layers.1.cross_attention.k_proj.weight"], k)
+    torch.testing.assert_close(sd["spatial_perceiver.layers.1.cross_attention.v_proj.weight"], v)
+    torch.testing.assert_close(sd["memory_temporal_positional_encoding"], ref["maskmem_tpos_enc"])
 
     from transformers import EdgeTamVideoConfig, EdgeTamVideoModel, EdgeTamVisionConfig, TimmWrapperConfig
 
     vc = EdgeTamVisionConfig(backbone_config=TimmWrapperConfig(
         architecture="repvit_m1", model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]}))
-    hf_video = EdgeTamVideoModel(EdgeTamVideoConfig(vision_config=vc))
+    hf_video = EdgeTamVideoModel(EdgeTamVideoConfig(
+        vision_config=vc, enable_temporal_pos_encoding_for_object_pointers=False))
     hf_video.save_pretrained(tmp_path / "hfvideo")
     m2 = ek.load_model(tmp_path / "hfvideo")
-    assert m2.video_tensors_layout == "hf"
-    assert "spatial_perceiver.latents_2d" in m2.video_tensors
+    assert m2.has_video and m2.occlusion_spatial_embedding_parameter is not None
+    hf_sd = hf_video.state_dict()
+    for key, value in m2.state_dict().items():
+        torch.testing.assert_close(value, hf_sd[key], rtol=0, atol=0, msg=key)
     # written back with the image model; transformers' image model still loads the folder
     saved = ek.save_model(m2, tmp_path / "resaved")
-    assert len(ek.load_model(saved).video_tensors) == len(m2.video_tensors)
+    assert ek.load_model(saved).has_video
     from transformers import EdgeTamModel
 
     EdgeTamModel.from_pretrained(saved)

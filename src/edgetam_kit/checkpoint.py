@@ -8,7 +8,8 @@ Formats read:
 - a checkpoint name registered through the ``edgetam_kit_checkpoints`` hook.
 
 Loading is strict: missing, unexpected or mis-shaped tensors raise one ``ValueError``
-listing them. Tensors of the video model are kept on ``model.video_tensors``.
+listing them. A checkpoint with video-model tensors (memory encoder, perceiver, memory
+attention) gives a model that can track (``model.has_video``); image-only ones cannot.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .checkpoint_keys import is_video_key, original_to_hf
+from .checkpoint_keys import is_video_key, original_to_hf, original_video_to_hf
 from .config import EdgeTamConfig, ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, get_config
 from .hookspecs import CheckpointSpec
 from .modeling import EdgeTam
@@ -175,8 +176,25 @@ def _read_original(path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"source: {path} is not an EdgeTAM checkpoint (expected {{'model': state_dict}})")
 
 
-def _assign(model: EdgeTam, sd: dict[str, torch.Tensor], video: dict[str, torch.Tensor], layout: str,
-            source: str, extra_unknown: list[str]) -> None:
+_OCCLUSION = "occlusion_spatial_embedding_parameter"
+_UNSUPPORTED_VIDEO = ("temporal_positional_encoding_projection_layer.",)
+
+
+def _build(config: EdgeTamConfig, sd: dict[str, torch.Tensor], source: str) -> EdgeTam:
+    """An EdgeTam shaped for ``sd``: with the video modules when the checkpoint has any."""
+    unsupported = sorted(k for k in sd if k.startswith(_UNSUPPORTED_VIDEO))
+    if unsupported:
+        raise CheckpointError(
+            f"source: {source} uses temporal encodings of object pointers ({unsupported[0]}, ...), which "
+            "EdgeTAM does not use and edgetam-kit does not implement"
+        )
+    model = EdgeTam(config)
+    if any(is_video_key(k, "hf") for k in sd):
+        model.add_video_modules(occlusion_embedding=_OCCLUSION in sd)
+    return model
+
+
+def _assign(model: EdgeTam, sd: dict[str, torch.Tensor], source: str, extra_unknown: list[str]) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own)) + extra_unknown
@@ -190,8 +208,6 @@ def _assign(model: EdgeTam, sd: dict[str, torch.Tensor], video: dict[str, torch.
                 parts.append(f"{title}: {shown}")
         raise CheckpointError(f"source: {source} does not match the EdgeTAM {model.config.name!r} config; " + "; ".join(parts))
     model.load_state_dict(sd, strict=True)
-    model.video_tensors = video
-    model.video_tensors_layout = layout if video else None
 
 
 def _load_hf_folder(folder: Path) -> EdgeTam:
@@ -204,18 +220,18 @@ def _load_hf_folder(folder: Path) -> EdgeTam:
         raise CheckpointError(f"source: {cfg_path} is not valid JSON ({exc})") from exc
     cfg = config_from_hf(raw)
     sd = _read_safetensors(folder)
-    image = {k: v for k, v in sd.items() if not is_video_key(k, "hf")}
-    video = {k: v for k, v in sd.items() if is_video_key(k, "hf")}
-    model = EdgeTam(cfg)
-    _assign(model, image, video, "hf", str(folder), [])
+    model = _build(cfg, sd, str(folder))
+    _assign(model, sd, str(folder), [])
     return model
 
 
 def _load_original(path: Path, config: EdgeTamConfig) -> EdgeTam:
     sd = _read_original(path)
     image, video, unknown = original_to_hf(sd)
-    model = EdgeTam(config)
-    _assign(model, image, video, "original", str(path), unknown)
+    video_hf, unknown_video = original_video_to_hf(video)
+    tensors = {**image, **video_hf}
+    model = _build(config, tensors, str(path))
+    _assign(model, tensors, str(path), unknown + unknown_video)
     return model
 
 
@@ -362,8 +378,8 @@ def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 def save_model(model: EdgeTam, folder: str | os.PathLike) -> Path:
     """Write ``model`` as an HF folder (config.json + model.safetensors) that
-    ``transformers.EdgeTamModel.from_pretrained`` loads. Video tensors in the HF layout
-    are written too (EdgeTamModel ignores them). The write is atomic per file."""
+    ``transformers.EdgeTamModel.from_pretrained`` loads. Video-model tensors are written too
+    (EdgeTamModel ignores them; ek.load_model reads them back). The write is atomic per file."""
     from safetensors.torch import save_file
 
     if not isinstance(model, EdgeTam):
@@ -373,8 +389,6 @@ def save_model(model: EdgeTam, folder: str | os.PathLike) -> Path:
         raise ValueError(f"folder: {folder} exists and is not a directory")
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    if model.video_tensors_layout == "hf":
-        tensors.update({k: v.detach().to("cpu").contiguous() for k, v in model.video_tensors.items()})
     cfg = config_to_hf(model.config)
     cfg["dtype"] = str(model.dtype).replace("torch.", "")
     for name, write in ((SAFETENSORS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"})),

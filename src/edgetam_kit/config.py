@@ -45,6 +45,25 @@ class MaskDecoderConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """The video path: memory encoder, spatial perceiver, memory attention, pointers."""
+
+    num_maskmem: int = 7  # memory frames attended: 1 slot per conditioning frame + 6 previous frames
+    mem_dim: int = 64
+    attention_depth: int = 2
+    attention_mlp_dim: int = 2048
+    rope_theta: float = 10000.0
+    perceiver_depth: int = 2
+    perceiver_num_latents: int = 256
+    perceiver_num_latents_2d: int = 256
+    perceiver_mlp_mult: int = 4
+    fuser_depth: int = 2
+    max_object_pointers: int = 16
+    sigmoid_scale: float = 20.0
+    sigmoid_bias: float = -10.0
+
+
+@dataclass(frozen=True)
 class EdgeTamConfig:
     """Everything needed to build the network.
 
@@ -57,6 +76,7 @@ class EdgeTamConfig:
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     prompt_encoder: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
     mask_decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     name: str = "edgetam"
 
     def __post_init__(self) -> None:
@@ -92,6 +112,7 @@ class EdgeTamConfig:
             image_encoder=sub(ImageEncoderConfig, d.get("image_encoder")),
             prompt_encoder=sub(PromptEncoderConfig, d.get("prompt_encoder")),
             mask_decoder=sub(MaskDecoderConfig, d.get("mask_decoder")),
+            memory=sub(MemoryConfig, d.get("memory")),
             name=str(d.get("name", "custom")),
         )
 

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+import torch.nn.functional as F
+
 from ..config import EdgeTamConfig
 from .image_encoder import ImageEncoder
-from .layers import RandomFourierEmbedding
+from .layers import FeedForward, RandomFourierEmbedding
 from .mask_decoder import MaskDecoder
+from .memory_attention import MemoryAttention
+from .memory_encoder import MemoryEncoder
+from .perceiver import SpatialPerceiver
+from .position_encoding import sine_encoding
 from .prompt_encoder import PromptEncoder
+
+NO_OBJECT_LOGIT = -1024.0  # mask logits written where the object-score head says "absent"
 
 
 @dataclass
@@ -53,8 +61,24 @@ class DecoderOutput:
     mask_tokens: torch.Tensor
 
 
+@dataclass
+class TrackOutput:
+    """One tracking step for B objects on one frame.
+
+    low_res_logits: (B, 1, 4E, 4E) the chosen mask (absent objects at NO_OBJECT_LOGIT);
+    high_res_logits: (B, 1, S, S) the same upsampled to the model frame; iou: (B,);
+    object_score: (B,) logits; pointer: (B, C) object pointer for later frames.
+    """
+
+    low_res_logits: torch.Tensor
+    high_res_logits: torch.Tensor
+    iou: torch.Tensor
+    object_score: torch.Tensor
+    pointer: torch.Tensor
+
+
 class EdgeTam(nn.Module):
-    def __init__(self, config: EdgeTamConfig) -> None:
+    def __init__(self, config: EdgeTamConfig, video: bool = False) -> None:
         super().__init__()
         self.config = config
         dim = config.mask_decoder.dim
@@ -65,10 +89,33 @@ class EdgeTam(nn.Module):
         self.mask_decoder = MaskDecoder(config.mask_decoder)
         self.shared_image_embedding = RandomFourierEmbedding(dim // 2)
         self.no_memory_embedding = nn.Parameter(torch.zeros(1, 1, dim))
-        # Tensors of the video model (memory encoder, perceiver, ...) found in a checkpoint;
-        # kept verbatim for the tracker. Keys are in ``video_tensors_layout`` ("hf" or "original").
-        self.video_tensors: dict[str, torch.Tensor] = {}
-        self.video_tensors_layout: str | None = None
+        self.has_video = False
+        if video:
+            self.add_video_modules()
+
+    def add_video_modules(self, occlusion_embedding: bool = False) -> None:
+        """Create the modules the tracker needs (memory encoder, perceiver, memory attention,
+        object pointers). Image-only checkpoints do not carry them."""
+        cfg, mem = self.config, self.config.memory
+        dim = cfg.mask_decoder.dim
+        self.memory_encoder = MemoryEncoder(dim, mem.mem_dim, mem.fuser_depth)
+        self.spatial_perceiver = SpatialPerceiver(
+            mem.mem_dim, mem.perceiver_depth, mem.mem_dim, 1, mem.perceiver_mlp_mult,
+            mem.perceiver_num_latents, mem.perceiver_num_latents_2d,
+        )
+        self.memory_attention = MemoryAttention(
+            dim, mem.mem_dim, mem.attention_depth, mem.attention_mlp_dim, 1, mem.rope_theta,
+            key_side=self.spatial_perceiver.grid,
+        )
+        self.object_pointer_proj = FeedForward(dim, dim, dim, depth=3)
+        self.no_object_pointer = nn.Parameter(torch.zeros(1, dim))
+        self.no_memory_positional_encoding = nn.Parameter(torch.zeros(1, 1, dim))
+        self.memory_temporal_positional_encoding = nn.Parameter(torch.zeros(mem.num_maskmem, 1, 1, mem.mem_dim))
+        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        self.occlusion_spatial_embedding_parameter = (
+            nn.Parameter(torch.zeros(1, mem.mem_dim)) if occlusion_embedding else None
+        )
+        self.has_video = True
 
     @property
     def device(self) -> torch.device:
@@ -78,12 +125,18 @@ class EdgeTam(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.no_memory_embedding.dtype
 
-    def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
-        """pixels: (B, 3, S, S) normalised. One trunk + neck pass."""
+    def encode_image(self, pixels: torch.Tensor, add_no_memory: bool = True) -> ImageFeatures:
+        """pixels: (B, 3, S, S) normalised. One trunk + neck pass.
+
+        add_no_memory: add the no-memory embedding (single images and initial prompted
+        frames); the tracker asks for the raw features instead.
+        """
         feats = self.vision_encoder(pixels)
         s0 = self.mask_decoder.conv_s0(feats[0])
         s1 = self.mask_decoder.conv_s1(feats[1])
-        embed = feats[-1] + self.no_memory_embedding.reshape(1, -1, 1, 1)
+        embed = feats[-1]
+        if add_no_memory:
+            embed = embed + self.no_memory_embedding.reshape(1, -1, 1, 1)
         return ImageFeatures(embed, (s0, s1))
 
     def dense_pe(self) -> torch.Tensor:
@@ -126,3 +179,86 @@ class EdgeTam(nn.Module):
             multimask,
         )
         return DecoderOutput(masks, iou, obj.squeeze(-1), tokens)
+
+    # ------------------------------------------------------------------ video steps
+    def _require_video(self) -> None:
+        if not self.has_video:
+            raise ValueError(
+                "model: this checkpoint has no video-model tensors (memory encoder, perceiver, memory "
+                "attention); load an EdgeTamVideoModel folder or the original edgetam.pt to track"
+            )
+
+    def frame_pos(self) -> torch.Tensor:
+        """(1, C, E, E) sine encoding of the lowest-resolution feature grid."""
+        e = self.config.embedding_size
+        return sine_encoding(e, e, self.config.mask_decoder.dim, device=self.device).to(self.dtype)
+
+    def condition(self, raw: torch.Tensor, memory: torch.Tensor | None, memory_pos: torch.Tensor | None,
+                  num_frames: int, num_pointer_tokens: int) -> torch.Tensor:
+        """Frame features conditioned on the memory bank; with no memory (an initial prompted
+        frame) the no-memory embedding is added instead. raw: (B, C, E, E)."""
+        if memory is None:
+            return raw + self.no_memory_embedding.reshape(1, -1, 1, 1)
+        self._require_video()
+        pos = self.frame_pos().expand(raw.shape[0], -1, -1, -1)
+        return self.memory_attention(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens)
+
+    def track_decode(
+        self,
+        conditioned: torch.Tensor,
+        high_res: tuple[torch.Tensor, torch.Tensor],
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        mask_logits: torch.Tensor | None,
+        multimask: bool,
+    ) -> TrackOutput:
+        """Decode B objects on one frame as the tracker does: a padding point when there is
+        no prompt, absent objects blanked, the best of the multimask outputs kept, and the
+        object pointer computed from the chosen mask token."""
+        self._require_video()
+        b = conditioned.shape[0]
+        if coords is None:
+            coords = conditioned.new_zeros(b, 0, 2)
+            labels = torch.zeros(b, 0, dtype=torch.long, device=conditioned.device)
+        out = self.decode(ImageFeatures(conditioned, high_res), coords, labels, mask_logits, multimask)
+        present = out.object_score > 0
+        logits = torch.where(present[:, None, None, None], out.low_res_logits,
+                             torch.full_like(out.low_res_logits, NO_OBJECT_LOGIT)).float()
+        best = out.iou.argmax(-1) if multimask else torch.zeros(b, dtype=torch.long, device=logits.device)
+        rows = torch.arange(b, device=logits.device)
+        low = logits[rows, best].unsqueeze(1)
+        size = self.config.image_size
+        high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+        pointer = self.object_pointer_proj(out.mask_tokens[rows, best])
+        lam = present.to(pointer.dtype)[:, None]
+        pointer = lam * pointer + (1 - lam) * self.no_object_pointer
+        return TrackOutput(low, high, out.iou[rows, best], out.object_score, pointer)
+
+    def mask_as_output(self, raw: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
+                       mask: torch.Tensor) -> TrackOutput:
+        """A mask prompt used as the frame's output directly (no decoding of the mask itself);
+        the decoder only supplies the object pointer. mask: (B, 1, S, S) float 0/1."""
+        self._require_video()
+        high = mask * 20.0 - 10.0
+        s = high.shape[-1] // 4
+        low = F.interpolate(high, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        small = self.mask_downsample(mask)
+        pointer_src = self.track_decode(raw, high_res, None, None, small, multimask=False)
+        present = (mask.flatten(1) > 0).any(1)
+        lam = present.to(high.dtype)[:, None]
+        pointer = lam * pointer_src.pointer + (1 - lam) * self.no_object_pointer
+        score = 20.0 * present.to(high.dtype) - 10.0
+        return TrackOutput(low, high, torch.ones_like(score), score, pointer)
+
+    def encode_memory(self, raw: torch.Tensor, high_res_logits: torch.Tensor, binarize: bool,
+                      object_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory tokens of B objects on one frame: (B, 512, 64) and their pos (B, 512, 64)."""
+        self._require_video()
+        mem = self.config.memory
+        mask = (high_res_logits > 0).to(raw.dtype) if binarize else torch.sigmoid(high_res_logits).to(raw.dtype)
+        mask = mask * mem.sigmoid_scale + mem.sigmoid_bias
+        features, pos = self.memory_encoder(raw, mask)
+        if self.occlusion_spatial_embedding_parameter is not None:
+            absent = (object_score <= 0).to(features.dtype)[:, None, None, None]
+            features = features + absent * self.occlusion_spatial_embedding_parameter.reshape(1, -1, 1, 1)
+        return self.spatial_perceiver(features, pos)

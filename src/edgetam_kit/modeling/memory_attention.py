@@ -1,0 +1,123 @@
+"""Memory attention: the current frame's tokens (B, E*E, 256) attend to themselves
+(RoPE over the E x E grid) and then to the memory bank (RoPE over each memory frame's
+16x16 window-latent grid; global latents and object pointers take no rotation)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .position_encoding import apply_rope, axial_rope
+
+
+class RopeAttention(nn.Module):
+    """Single-projection attention (q/k/v/o) with rotary encodings applied to q and k."""
+
+    def __init__(self, dim: int, num_heads: int = 1, kv_dim: int | None = None) -> None:
+        super().__init__()
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(kv_dim, dim)
+        self.v_proj = nn.Linear(kv_dim, dim)
+        self.o_proj = nn.Linear(dim, dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = F.scaled_dot_product_attention(q, k, v)
+        b, h, n, c = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, h * c))
+
+
+class _ReluMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(dim, hidden)
+        self.down_proj = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.relu(self.up_proj(x)))
+
+
+class MemoryAttentionLayer(nn.Module):
+    def __init__(self, dim: int, mem_dim: int, mlp_dim: int, num_heads: int = 1) -> None:
+        super().__init__()
+        self.self_attn = RopeAttention(dim, num_heads)
+        self.cross_attn_image = RopeAttention(dim, num_heads, kv_dim=mem_dim)
+        self.layer_norm1 = nn.LayerNorm(dim)
+        self.layer_norm2 = nn.LayerNorm(dim)
+        self.layer_norm3 = nn.LayerNorm(dim)
+        self.mlp = _ReluMLP(dim, mlp_dim)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, rope: "RopeTables",
+                num_frames: int, num_pointer_tokens: int) -> torch.Tensor:
+        h = self.layer_norm1(x)
+        q, k, v = self.self_attn.project(h, h, h)
+        q, k = apply_rope(q, *rope.query), apply_rope(k, *rope.query)
+        x = x + self.self_attn.attend(q, k, v)
+
+        h = self.layer_norm2(x)
+        q, k, v = self.cross_attn_image.project(h, memory + memory_pos, memory)
+        q = apply_rope(q, *rope.query)
+        k = _rope_memory_keys(k, rope.key, num_frames, num_pointer_tokens)
+        x = x + self.cross_attn_image.attend(q, k, v)
+
+        return x + self.mlp(self.layer_norm3(x))
+
+
+def _rope_memory_keys(k: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor], num_frames: int,
+                      num_pointer_tokens: int) -> torch.Tensor:
+    """k: (B, H, num_frames*T + P, D), each frame's T tokens = [global latents, grid latents];
+    the grid latents (the last len(table) of each frame) are rotated, the rest is left alone."""
+    if num_frames == 0:
+        return k
+    b, h, n, d = k.shape
+    grid = table[0].shape[0]
+    spatial = k[:, :, : n - num_pointer_tokens].reshape(b, h, num_frames, -1, d)
+    rotated = apply_rope(spatial[:, :, :, -grid:], *table)
+    spatial = torch.cat([spatial[:, :, :, :-grid], rotated], dim=3).reshape(b, h, -1, d)
+    return torch.cat([spatial, k[:, :, n - num_pointer_tokens:]], dim=2)
+
+
+class RopeTables:
+    """cos/sin tables for the query grid (E x E) and the memory key grid (G x G)."""
+
+    def __init__(self, dim: int, query_side: int, key_side: int, theta: float, device: torch.device) -> None:
+        self.query = axial_rope(dim, query_side, query_side, theta, device)
+        self.key = axial_rope(dim, key_side, key_side, theta, device)
+
+
+class MemoryAttention(nn.Module):
+    def __init__(self, dim: int = 256, mem_dim: int = 64, depth: int = 2, mlp_dim: int = 2048,
+                 num_heads: int = 1, rope_theta: float = 10000.0, key_side: int = 16) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(MemoryAttentionLayer(dim, mem_dim, mlp_dim, num_heads) for _ in range(depth))
+        self.layer_norm = nn.LayerNorm(dim)
+        self.head_dim = dim // num_heads
+        self.rope_theta = rope_theta
+        self.key_side = key_side
+        self._tables: dict[tuple, RopeTables] = {}
+
+    def tables(self, side: int, device: torch.device) -> RopeTables:
+        key = (side, str(device))
+        if key not in self._tables:
+            self._tables[key] = RopeTables(self.head_dim, side, self.key_side, self.rope_theta, device)
+        return self._tables[key]
+
+    def forward(self, current: torch.Tensor, current_pos: torch.Tensor, memory: torch.Tensor,
+                memory_pos: torch.Tensor, num_frames: int, num_pointer_tokens: int) -> torch.Tensor:
+        """current, current_pos: (B, C, E, E); memory, memory_pos: (B, M, mem_dim) with
+        M = num_frames * 512 + num_pointer_tokens. Returns the conditioned map (B, C, E, E)."""
+        b, c, h, w = current.shape
+        x = (current + 0.1 * current_pos).flatten(2).transpose(1, 2)
+        rope = self.tables(h, current.device)
+        for layer in self.layers:
+            x = layer(x, memory, memory_pos, rope, num_frames, num_pointer_tokens)
+        return self.layer_norm(x).transpose(1, 2).reshape(b, c, h, w)
