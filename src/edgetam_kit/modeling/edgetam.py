@@ -217,9 +217,9 @@ class EdgeTam(nn.Module):
         object pointer computed from the chosen mask token."""
         self._require_video()
         b = conditioned.shape[0]
-        if coords is None:
-            coords = conditioned.new_zeros(b, 0, 2)
-            labels = torch.zeros(b, 0, dtype=torch.long, device=conditioned.device)
+        if coords is None:  # no prompt: one "not a point" token (decode appends the usual padding one)
+            coords = conditioned.new_zeros(b, 1, 2)
+            labels = torch.full((b, 1), -1, dtype=torch.long, device=conditioned.device)
         out = self.decode(ImageFeatures(conditioned, high_res), coords, labels, mask_logits, multimask)
         present = out.object_score > 0
         logits = torch.where(present[:, None, None, None], out.low_res_logits,

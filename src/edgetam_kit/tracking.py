@@ -1,0 +1,356 @@
+"""VideoTracker: prompt objects on any frame of a stack or video, then propagate them.
+
+Memory is bounded (DESIGN.md §4). Per object the session keeps its prompted
+(conditioning) frames, the memories of the last ``max_memory_frames - 1`` frames it
+tracked, and the last ``max_object_pointers`` object pointers — nothing else. Frames
+are read from the source when needed and dropped; results are yielded, never stored.
+
+Coordinates are (x, y) pixels of the frame as given; boxes (x0, y0, x1, y1); masks bool.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .modeling import EdgeTam, ImageFeatures
+from .modeling.edgetam import TrackOutput
+from .predictor import _check_inside, _float_array
+from .progress import Cancelled, is_cancelled, report
+from .sources import FrameSource, open_source
+from .transforms import DEFAULT_PERCENTILES, scale_xy, to_model_input, to_unit_rgb, upscale_logits
+
+DIRECTIONS = ("forward", "backward", "both")
+
+
+@dataclass
+class FrameMemory:
+    """What the bank keeps of one frame for one object (all on the model's device)."""
+
+    tokens: torch.Tensor  # (512, 64) perceiver tokens
+    pos: torch.Tensor  # (512, 64)
+    pointer: torch.Tensor  # (C,)
+    low_res: torch.Tensor  # (1, 4E, 4E) mask logits of the frame's output
+    object_score: float
+
+
+@dataclass
+class ObjectState:
+    """One tracked object: its prompts' outputs and its bounded memory."""
+
+    obj_id: int
+    conditioning: dict[int, FrameMemory] = field(default_factory=dict)  # prompted frames
+    recent: OrderedDict[int, FrameMemory] = field(default_factory=OrderedDict)  # last tracked frames
+    pointers: OrderedDict[int, torch.Tensor] = field(default_factory=OrderedDict)  # last tracked pointers
+    tracked: set[int] = field(default_factory=set)  # frames visited by a propagation
+
+    def remember(self, frame: int, mem: FrameMemory, max_recent: int, max_pointers: int) -> None:
+        for store, value, cap in ((self.recent, mem, max_recent), (self.pointers, mem.pointer, max_pointers)):
+            store.pop(frame, None)
+            store[frame] = value
+            while len(store) > cap:
+                store.popitem(last=False)
+
+
+@dataclass
+class PromptResult:
+    """The object's mask on the prompted frame: mask (H, W) bool, predicted IoU, object score."""
+
+    mask: np.ndarray
+    score: float
+    object_score: float
+
+
+class VideoTracker:
+    """Tracks objects through frame sources with a bounded memory bank."""
+
+    def __init__(self, model: EdgeTam, max_memory_frames: int | None = None,
+                 max_conditioning_frames: int | None = None,
+                 percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+                 channels: int | Sequence[int] | None = None) -> None:
+        if not isinstance(model, EdgeTam):
+            raise TypeError(f"model must be an EdgeTam from ek.load_model, got {type(model).__name__}")
+        model._require_video()
+        n = model.config.memory.num_maskmem
+        max_memory_frames = n if max_memory_frames is None else max_memory_frames
+        if not isinstance(max_memory_frames, int) or not 1 <= max_memory_frames <= n:
+            raise ValueError(f"max_memory_frames must be an int in [1, {n}], got {max_memory_frames!r}")
+        if max_conditioning_frames is not None and (
+                not isinstance(max_conditioning_frames, int) or max_conditioning_frames < 1):
+            raise ValueError(f"max_conditioning_frames must be None or an int >= 1, got {max_conditioning_frames!r}")
+        self.model = model.eval()
+        self.max_memory_frames = max_memory_frames
+        self.max_conditioning_frames = max_conditioning_frames
+        self.percentiles = percentiles
+        self.channels = channels
+
+    def start(self, frames: Any) -> "TrackingSession":
+        """Open ``frames`` — an array (T, H, W[, C]), dask/zarr array, image folder, TIFF
+        stack, video file or FrameSource — and return a session over it."""
+        return TrackingSession(self, open_source(frames))
+
+
+class TrackingSession:
+    """Prompts and memory for one source. Create with ``VideoTracker.start``."""
+
+    def __init__(self, tracker: VideoTracker, source: FrameSource) -> None:
+        self.tracker = tracker
+        self.model = tracker.model
+        self.source = source
+        shape = tuple(source.shape)
+        if len(shape) < 3 or len(source) == 0:
+            raise ValueError(f"frames must hold at least one frame shaped (H, W[, C]), got shape {shape}")
+        self.num_frames = len(source)
+        self.frame_hw = (int(shape[1]), int(shape[2]))
+        self.objects: dict[int, ObjectState] = {}
+        self._cache: tuple[int, ImageFeatures] | None = None  # the last encoded frame only
+
+    # ------------------------------------------------------------------ prompts
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+    def add_prompt(self, frame: int, obj_id: int, points: Any = None, labels: Any = None, box: Any = None,
+                   mask: Any = None) -> PromptResult:
+        """Prompt ``obj_id`` on ``frame`` (replacing any earlier prompt of that object there).
+
+        points (P, 2) (x, y) pixels with labels (P,) 1/0 (default 1), box (4,), or mask (H, W)
+        bool. The frame becomes a conditioning frame of the object; frames tracked before are
+        recomputed by the next propagate.
+        """
+        frame = self._check_frame(frame, "frame")
+        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
+            raise TypeError(f"obj_id must be an int, got {obj_id!r}")
+        obj_id = int(obj_id)
+        coords, labs, mask_t = self._prompt_tensors(points, labels, box, mask)
+        state = self.objects.get(obj_id) or ObjectState(obj_id)
+        m = self.model
+        with torch.inference_mode():
+            feats = self._features(frame)
+            if mask_t is not None:
+                out = m.mask_as_output(feats.embed, feats.high_res, mask_t)
+            else:
+                correcting = frame in state.tracked and frame not in state.conditioning
+                prev = None
+                if correcting:
+                    old = state.recent.get(frame)
+                    prev = None if old is None else old.low_res[None].clamp(-32.0, 32.0)
+                conditioned = self._condition(state, frame, feats.embed, reverse=False,
+                                              exclude=frame if correcting else None) if correcting \
+                    else m.condition(feats.embed, None, None, 0, 0)
+                multimask = len(labs[0]) <= 1
+                out = m.track_decode(conditioned, feats.high_res, coords, labs, prev, multimask)
+            mem = self._memory(feats.embed, out, binarize=True)
+        state.conditioning[frame] = mem
+        state.recent.pop(frame, None)
+        state.pointers.pop(frame, None)
+        self.objects[obj_id] = state
+        masks = self._to_masks(out.low_res_logits)
+        return PromptResult(masks[0], float(out.iou[0]), float(out.object_score[0]))
+
+    def remove_object(self, obj_id: int) -> None:
+        if obj_id not in self.objects:
+            raise ValueError(f"obj_id {obj_id!r} is not tracked; known: {self.obj_ids}")
+        del self.objects[obj_id]
+
+    def reset(self) -> None:
+        """Drop every prompt and all memory; keep the source."""
+        self.objects.clear()
+        self._cache = None
+
+    # ------------------------------------------------------------------ propagation
+    def propagate(self, direction: str = "forward", start: int | None = None, stop: int | None = None,
+                  progress: Any = None, cancel: Any = None) -> Iterator[tuple[int, list[int], np.ndarray]]:
+        """Yield (frame_index, obj_ids, masks (n_obj, H, W) bool) frame by frame.
+
+        forward: from ``start`` (default: the earliest prompted frame) up to ``stop``
+        (inclusive, default: the last frame). backward: from ``start`` (default: the latest
+        prompted frame) down to ``stop`` (default 0). both: forward from ``start`` (default:
+        earliest prompted frame), then backward from the frame before it, each frame once.
+        ``cancel`` (callable or Event) is checked between frames; when set, ``Cancelled`` is
+        raised after the last complete frame and the session stays usable.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if not self.objects:
+            raise ValueError("propagate needs at least one prompt: call add_prompt(frame, obj_id, ...) first")
+        prompted = sorted({f for s in self.objects.values() for f in s.conditioning})
+        start = None if start is None else self._check_frame(start, "start")
+        stop = None if stop is None else self._check_frame(stop, "stop")
+        last = self.num_frames - 1
+        if direction == "forward":
+            begin = prompted[0] if start is None else start
+            end = last if stop is None else stop
+            if end < begin:
+                raise ValueError(f"stop ({end}) must be >= start ({begin}) for direction='forward'")
+            plan = [(f, False) for f in range(begin, end + 1)]
+        elif direction == "backward":
+            begin = prompted[-1] if start is None else start
+            end = 0 if stop is None else stop
+            if end > begin:
+                raise ValueError(f"stop ({end}) must be <= start ({begin}) for direction='backward'")
+            plan = [(f, True) for f in range(begin, end - 1, -1)]
+        else:
+            if stop is not None:
+                raise ValueError("stop is not used with direction='both'; propagate twice to bound a range")
+            begin = prompted[0] if start is None else start
+            plan = [(f, False) for f in range(begin, last + 1)] + [(f, True) for f in range(begin - 1, -1, -1)]
+        return self._run(plan, progress, cancel)
+
+    def _run(self, plan: list[tuple[int, bool]], progress: Any, cancel: Any) -> Iterator[tuple[int, list[int], np.ndarray]]:
+        for done, (frame, reverse) in enumerate(plan):
+            if is_cancelled(cancel):
+                raise Cancelled(f"propagation cancelled after {done} of {len(plan)} frames; the session is intact")
+            with torch.inference_mode():
+                logits = self._track_frame(frame, reverse)
+            yield frame, self.obj_ids, self._to_masks(logits)
+            report(progress, done + 1, len(plan))
+
+    def _track_frame(self, frame: int, reverse: bool) -> torch.Tensor:
+        """Track every object on ``frame``; returns low-res logits (n_obj, 1, 4E, 4E)."""
+        feats = self._features(frame)
+        out = []
+        for state in self.objects.values():
+            if frame in state.conditioning:
+                out.append(state.conditioning[frame].low_res)
+                continue
+            conditioned = self._condition(state, frame, feats.embed, reverse)
+            res = self.model.track_decode(conditioned, feats.high_res, None, None, None, multimask=True)
+            mem = self._memory(feats.embed, res, binarize=False)
+            state.remember(frame, mem, self.tracker.max_memory_frames - 1, self.model.config.memory.max_object_pointers)
+            state.tracked.add(frame)
+            out.append(mem.low_res)
+        return torch.stack(out)
+
+    # ------------------------------------------------------------------ memory
+    def _select_conditioning(self, state: ObjectState, frame: int, exclude: int | None) -> tuple[dict, dict]:
+        """(selected, unselected) conditioning frames: all, or the nearest ``max_conditioning_frames``
+        (one before and one after ``frame`` first)."""
+        cond = {t: m for t, m in state.conditioning.items() if t != exclude}
+        cap = self.tracker.max_conditioning_frames
+        if cap is None or len(cond) <= cap:
+            return cond, {}
+        chosen: list[int] = []
+        before = [t for t in cond if t < frame]
+        after = [t for t in cond if t >= frame]
+        if before:
+            chosen.append(max(before))
+        if after and len(chosen) < cap:
+            chosen.append(min(after))
+        rest = sorted((t for t in cond if t not in chosen), key=lambda t: abs(t - frame))
+        chosen += rest[: cap - len(chosen)]
+        return {t: cond[t] for t in chosen}, {t: m for t, m in cond.items() if t not in chosen}
+
+    def _condition(self, state: ObjectState, frame: int, raw: torch.Tensor, reverse: bool,
+                   exclude: int | None = None) -> torch.Tensor:
+        """Memory-attend ``raw`` (1, C, E, E) to the object's bank as seen from ``frame``."""
+        m = self.model
+        mem_cfg = m.config.memory
+        tpos = m.memory_temporal_positional_encoding  # (num_maskmem, 1, 1, 64)
+        selected, unselected = self._select_conditioning(state, frame, exclude)
+        step = 1 if reverse else -1  # direction of "the past"
+        tokens, pos = [], []
+        for mem in selected.values():
+            tokens.append(mem.tokens)
+            pos.append(mem.pos + tpos[mem_cfg.num_maskmem - 1, 0])
+        for t_rel in range(1, self.tracker.max_memory_frames):
+            prev = state.recent.get(frame + step * t_rel) or unselected.get(frame + step * t_rel)
+            if prev is not None and frame + step * t_rel != exclude:
+                tokens.append(prev.tokens)
+                pos.append(prev.pos + tpos[t_rel - 1, 0])
+        num_frames = len(tokens)
+        # object pointers: prompted frames in the past, then the previous tracked frames
+        pointers = [mem.pointer for t, mem in selected.items() if (t >= frame if reverse else t <= frame)]
+        for t_diff in range(1, min(self.num_frames, mem_cfg.max_object_pointers)):
+            t = frame + step * t_diff
+            if t < 0 or t >= self.num_frames:
+                break
+            if t == exclude:
+                continue
+            p = state.pointers.get(t)
+            if p is None and t in unselected:
+                p = unselected[t].pointer
+            if p is not None:
+                pointers.append(p)
+        n_ptr_tokens = 0
+        if pointers:
+            ptr = torch.stack(pointers).reshape(-1, mem_cfg.mem_dim)  # each pointer -> C/64 tokens
+            tokens.append(ptr)
+            pos.append(torch.zeros_like(ptr))
+            n_ptr_tokens = ptr.shape[0]
+        memory = torch.cat(tokens)[None]
+        memory_pos = torch.cat(pos)[None]
+        return m.condition(raw, memory, memory_pos, num_frames, n_ptr_tokens)
+
+    def _memory(self, raw: torch.Tensor, out: TrackOutput, binarize: bool) -> FrameMemory:
+        tokens, pos = self.model.encode_memory(raw, out.high_res_logits, binarize, out.object_score)
+        return FrameMemory(tokens[0], pos[0], out.pointer[0], out.low_res_logits[0], float(out.object_score[0]))
+
+    # ------------------------------------------------------------------ helpers
+    def _features(self, frame: int) -> ImageFeatures:
+        if self._cache is not None and self._cache[0] == frame:
+            return self._cache[1]
+        m = self.model
+        image = self.source.frame(frame)
+        if tuple(image.shape[:2]) != self.frame_hw:
+            raise ValueError(f"frame {frame} has shape {tuple(image.shape)}, but the source's frames are "
+                             f"{self.frame_hw}; every frame must have the same size")
+        rgb = to_unit_rgb(image, channels=self.tracker.channels, percentiles=self.tracker.percentiles,
+                          name=f"frame {frame}")
+        feats = m.encode_image(to_model_input(rgb, m.config.image_size, m.device, m.dtype), add_no_memory=False)
+        self._cache = (frame, feats)
+        return feats
+
+    def _to_masks(self, low_res: torch.Tensor) -> np.ndarray:
+        """(N, 1, 4E, 4E) logits -> (N, H, W) bool at the source's frame size."""
+        return (upscale_logits(low_res, self.frame_hw)[:, 0] > 0).cpu().numpy()
+
+    def _check_frame(self, frame: Any, name: str) -> int:
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.num_frames:
+            raise ValueError(f"{name} must be a frame index in [0, {self.num_frames - 1}], got {frame!r}")
+        return int(frame)
+
+    def _prompt_tensors(self, points: Any, labels: Any, box: Any, mask: Any):
+        """Validated prompt as model-frame tensors: coords (1, P, 2), labels (1, P), mask (1, 1, S, S)."""
+        hw, size, dev = self.frame_hw, self.model.config.image_size, self.model.device
+        if mask is not None:
+            if points is not None or box is not None:
+                raise ValueError("give either mask or points/box for one prompt, not both")
+            arr = np.asarray(mask)
+            if arr.shape != hw:
+                raise ValueError(f"mask must be shaped like a frame {hw} (H, W), got {arr.shape}")
+            t = torch.from_numpy(arr.astype(np.float32))[None, None].to(dev)
+            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            return None, None, (t >= 0.5).to(self.model.dtype)
+        coords, labs = [], []
+        if box is not None:
+            b = _float_array(box, "box")
+            if b.shape != (4,) or b[2] < b[0] or b[3] < b[1]:
+                raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1) with x1 >= x0, y1 >= y0, got {b.tolist()}")
+            _check_inside(b.reshape(2, 2), hw, "box")
+            coords.append(scale_xy(b.reshape(2, 2), hw, size))
+            labs.append(np.array([2, 3]))
+        if points is not None:
+            p = _float_array(points, "points")
+            p = p[None] if p.shape == (2,) else p
+            if p.ndim != 2 or p.shape[1] != 2:
+                raise ValueError(f"points must be shaped (P, 2) as (x, y) pixels, got shape {p.shape}")
+            _check_inside(p, hw, "points")
+            lab = np.ones(len(p), np.int64) if labels is None else np.atleast_1d(np.asarray(labels))
+            if lab.shape != (len(p),) or not np.isin(lab, (0, 1)).all():
+                raise ValueError(f"labels must be one 1 (positive) or 0 (negative) per point, got {lab.tolist()}")
+            coords.append(scale_xy(p, hw, size))
+            labs.append(lab.astype(np.int64))
+        elif labels is not None:
+            raise ValueError("labels given without points")
+        if not coords:
+            raise ValueError("add_prompt needs points, a box or a mask")
+        c = torch.from_numpy(np.concatenate(coords).astype(np.float32))[None].to(dev, self.model.dtype)
+        lab_t = torch.from_numpy(np.concatenate(labs))[None].to(dev)
+        return c, lab_t, None
