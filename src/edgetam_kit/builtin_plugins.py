@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .hookspecs import CheckpointSpec, hookimpl
+from .hookspecs import CheckpointSpec, FrameSourceOpener, hookimpl
 
 
 @hookimpl
@@ -19,4 +19,17 @@ def edgetam_kit_checkpoints() -> list[CheckpointSpec]:
             filename="edgetam.pt",
             description="EdgeTAM as released by Meta (edgetam.pt, original layout)",
         ),
+    ]
+
+
+@hookimpl
+def edgetam_kit_frame_sources() -> list[FrameSourceOpener]:
+    from . import sources  # numpy only at import; av / tifffile / skimage load when a file is opened
+
+    low = sources.BUILTIN_PRIORITY  # any plugin at the default priority 0 is tried before these
+    return [
+        FrameSourceOpener("array", sources.is_array_like, sources.ArraySource, low),
+        FrameSourceOpener("image-folder", sources.is_image_folder, sources.ImageFolderSource, low),
+        FrameSourceOpener("tiff-stack", sources.is_tiff_path, sources.TiffStackSource, low),
+        FrameSourceOpener("video", sources.is_video_path, sources.VideoSource, low),
     ]

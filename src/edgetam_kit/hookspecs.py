@@ -7,7 +7,9 @@ the plugin manager concatenates the lists of all plugins.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pluggy
 
@@ -33,14 +35,33 @@ class CheckpointSpec:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class FrameSourceOpener:
+    """Opens one kind of input as a ``FrameSource`` (see ``edgetam_kit.sources``).
+
+    can_open(source) -> bool: cheap test (look at the type or the path's suffix; read nothing big).
+    open(source, **options) -> FrameSource: the frames (T, H, W[, C]), read lazily.
+    priority: openers are tried highest first; built-ins use -100, so a plugin at the
+    default 0 wins over them. Ties: the plugin registered last is tried first.
+    """
+
+    name: str
+    can_open: Callable[[Any], bool]
+    open: Callable[..., Any]
+    priority: int = 0
+
+
 @hookspec
 def edgetam_kit_checkpoints() -> list[CheckpointSpec]:
     """Return named checkpoints this plugin provides (names must be unique across plugins)."""
 
 
 @hookspec
-def edgetam_kit_frame_sources() -> list:
-    """Return frame-source openers for new formats (used by the tracker)."""
+def edgetam_kit_frame_sources() -> list[FrameSourceOpener]:
+    """Return frame-source openers for new formats (used by ``open_source`` and the tracker).
+
+    Built-in arrays, image folders, TIFF stacks and videos are registered through this hook too.
+    """
 
 
 @hookspec

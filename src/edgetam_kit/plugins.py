@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 
 from . import builtin_plugins, hookspecs
-from .hookspecs import PROJECT, CheckpointSpec
+from .hookspecs import PROJECT, CheckpointSpec, FrameSourceOpener
 
 DISABLE_ENV = "EDGETAM_KIT_DISABLE_PLUGINS"
 
@@ -88,6 +88,22 @@ class PluginManager:
                 continue
             found[spec.name] = spec
         return found
+
+    def frame_source_openers(self) -> list[FrameSourceOpener]:
+        """Frame-source openers from every plugin, in the order ``open_source`` tries them:
+        highest priority first; among equals, the plugin registered last first (a plugin's
+        own list keeps its order)."""
+        items = self.call("edgetam_kit_frame_sources")
+        rank = {name: k for k, name in enumerate(dict.fromkeys(plugin for plugin, _ in items))}
+        found: list[tuple[int, int, FrameSourceOpener]] = []
+        for j, (plugin, opener) in enumerate(items):
+            if not isinstance(opener, FrameSourceOpener):
+                wrong = TypeError(f"returned {type(opener).__name__}, not FrameSourceOpener")
+                self._report(plugin, "edgetam_kit_frame_sources", wrong)
+                continue
+            found.append((rank[plugin], j, opener))
+        found.sort(key=lambda t: (-t[2].priority, -t[0], t[1]))
+        return [opener for _, _, opener in found]
 
 
 _manager: PluginManager | None = None

@@ -1,0 +1,491 @@
+"""Frame sources: a sequence of T frames, each HxW or HxWxC, read when asked and not kept.
+
+``open_source(x)`` turns what the caller has into a ``FrameSource``: a FrameSource (as is), a
+numpy / dask / zarr array (T, H, W[, C]), a folder of images (natural sort: frame2 before
+frame10), a TIFF stack, or a video file (PyAV). Plugins are consulted first through the
+``edgetam_kit_frame_sources`` hook; the built-ins are registered through it too. Every source
+checks that frame i has frame 0's shape and dtype when frame i is read (ValueError naming i), and
+cheap cases up front. av, tifffile and scikit-image are imported only when a file is opened.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import mmap
+import operator
+import os
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+BUILTIN_PRIORITY = -100
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".gif", ".mpg", ".mpeg",
+                  ".wmv", ".flv", ".ogv", ".ts", ".mts", ".m2ts", ".3gp")
+ACCEPTED = ("a FrameSource, a numpy/dask/zarr array (T, H, W) or (T, H, W, C), a folder of images "
+            f"({'/'.join(s[1:] for s in IMAGE_SUFFIXES)}), a .tif/.tiff stack, a video file "
+            f"({'/'.join(s[1:] for s in VIDEO_SUFFIXES)}), or a format a plugin opens")
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """T frames of one shape: ``len(src) == T``, ``src.shape == (T, H, W[, C])``,
+    ``src.frame(i)`` -> ndarray (H, W[, C]) of ``src.dtype``, read on demand."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    def __len__(self) -> int: ...
+
+    def frame(self, i: int) -> np.ndarray: ...
+
+
+class BaseSource:
+    """Shared plumbing: index checks, the same-shape rule, iteration, ``close``/``with``.
+    Subclasses set ``name``, ``_n``, ``frame_shape`` (H, W[, C]), ``_dtype`` and define ``_read(i)``."""
+
+    name: str = "source"
+    _n: int
+    frame_shape: tuple[int, ...]
+    _dtype: np.dtype
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self._n, *self.frame_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` (negative counts from the end) as an (H, W[, C]) array."""
+        i = self._index(i)
+        return self._checked(i, self._read(i))
+
+    def _read(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _index(self, i: int) -> int:
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise TypeError(f"frame index must be an integer, got {type(i).__name__}") from None
+        if not -self._n <= i < self._n:
+            raise IndexError(f"frame index {i} is out of range for {self.name} with {self._n} frames")
+        return i % self._n
+
+    def _where(self, i: int) -> str:
+        return f"frame {i}"
+
+    def _checked(self, i: int, arr: np.ndarray) -> np.ndarray:
+        for what, got, want in (("shape", arr.shape, self.frame_shape), ("dtype", arr.dtype, self._dtype)):
+            if got != want:
+                raise ValueError(f"{self.name}: {self._where(i)} has {what} {got} but {self._where(0)} has "
+                                 f"{what} {want}; all frames of a source must have the same {what}")
+        return arr
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(self._n):
+            yield self.frame(i)
+
+    def close(self) -> None:
+        """Release file handles (a closed source reopens them when read again)."""
+
+    def __enter__(self) -> BaseSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # half-built (its __init__ raised) or interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, shape={self.shape}, dtype={self._dtype})"
+
+
+class ArraySource(BaseSource):
+    """A numpy / dask / zarr (or any indexable) array (T, H, W[, C]); ``np.asarray(arr[i])`` per
+    frame, so dask and zarr read one frame at a time."""
+
+    def __init__(self, array: Any, name: str = "source") -> None:
+        shape = tuple(int(s) for s in array.shape)
+        if len(shape) not in (3, 4) or min(shape) < 1:
+            raise ValueError(f"{name} must have shape (T, H, W) or (T, H, W, C) with every size >= 1, got {shape}")
+        self.name, self._array = f"{name} ({type(array).__name__})", array
+        self._n, self.frame_shape = shape[0], shape[1:]
+        try:
+            self._dtype = np.dtype(array.dtype)
+        except TypeError:  # e.g. a torch tensor: learn the dtype from frame 0
+            self._dtype = np.asarray(array[0]).dtype
+
+    def _read(self, i: int) -> np.ndarray:
+        return np.asarray(self._array[i])
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _header_hw(path: Path) -> tuple[int, int]:
+    """(H, W) from the file header, without decoding the pixels."""
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return tuple(tif.pages[0].shape[:2])  # type: ignore[return-value]
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size[1], im.size[0]
+
+
+class ImageFolderSource(BaseSource):
+    """A folder of images, one per frame, in natural order (frame2 before frame10).
+
+    Sizes are checked from the file headers at open (``check_sizes``); channels and dtype when read.
+    """
+
+    def __init__(self, folder: str | os.PathLike, check_sizes: bool = True) -> None:
+        self.folder = Path(folder).expanduser()
+        self.name = str(self.folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"source: {self.folder} is not a folder")
+        files = [p for p in self.folder.iterdir()
+                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        if not files:
+            raise ValueError(f"source: folder {self.folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.files = sorted(files, key=lambda p: (_natural_key(p.name), p.name))
+        self._n = len(self.files)
+        first = self._read(0)
+        self.frame_shape, self._dtype = first.shape, first.dtype
+        if check_sizes:
+            for i, p in enumerate(self.files[1:], start=1):
+                if _header_hw(p) != first.shape[:2]:
+                    raise ValueError(f"{self.name}: {self._where(i)} has size {_header_hw(p)} but "
+                                     f"{self._where(0)} has {first.shape[:2]}; all images must have the same size")
+
+    def _where(self, i: int) -> str:
+        return f"frame {i} ({self.files[i].name})"
+
+    def _read(self, i: int) -> np.ndarray:
+        path = self.files[i]
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        import skimage.io
+
+        return np.asarray(skimage.io.imread(path))
+
+
+class TiffStackSource(BaseSource):
+    """A TIFF stack: a series (T, ..., H, W[, S]) seen as frames (H, W[, S]), leading axes flattened.
+
+    Memory-mapped when the data are contiguous and uncompressed, else one page read per frame;
+    never the whole stack. A plain multi-page file whose pages tifffile splits into several series
+    (pages appended one by one, or one odd-sized page) is read page by page; ``series=`` picks one.
+    """
+
+    def __init__(self, path: str | os.PathLike, series: int | None = None) -> None:
+        import tifffile
+
+        self.path = Path(path).expanduser()
+        self.name, self._mm = str(self.path), None
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+        except Exception as exc:
+            raise ValueError(f"source: cannot read TIFF {self.path}: {type(exc).__name__}: {exc}") from exc
+        tif = self._tif
+        tif.filehandle.set_lock(True)  # pages read from several threads share one file position
+        if not tif.series:
+            tif.close()
+            raise ValueError(f"source: TIFF {self.path} holds no images")
+        if series is None and len(tif.series) > 1 and not (tif.is_imagej or tif.is_ome):
+            pages = [p for p in tif.pages if not getattr(p, "is_reduced", False)]
+            self.frame_shape, self._dtype = tuple(pages[0].shape), np.dtype(pages[0].dtype).newbyteorder("=")
+            for i, p in enumerate(pages):
+                if tuple(p.shape) != self.frame_shape or np.dtype(p.dtype).newbyteorder("=") != self._dtype:
+                    tif.close()
+                    raise ValueError(f"{self.name}: frame {i} (page {p.index}) has shape {tuple(p.shape)} and dtype "
+                                     f"{p.dtype} but frame 0 has {self.frame_shape} and {self._dtype}; all frames "
+                                     "must have the same shape and dtype")
+            self._pages, self._n = pages, len(pages)
+            return
+        s = tif.series[series or 0]
+        nd = 3 if s.axes.endswith("S") else 2
+        self.frame_shape = tuple(int(d) for d in s.shape[-nd:])
+        self._n = math.prod(s.shape[:-nd]) if len(s.shape) > nd else 1
+        self._dtype = np.dtype(s.dtype).newbyteorder("=")
+        if s.dataoffset is not None:  # contiguous and uncompressed: map it, read frames on demand
+            self._map = tifffile.memmap(self.path, series=series or 0, mode="r")
+            self._mm = self._map.reshape(self._n, *self.frame_shape)
+            tif.close()
+        elif len(s.pages) == self._n:
+            self._pages = list(s.pages)
+        else:
+            tif.close()
+            raise ValueError(f"source: TIFF {self.path} stores {self._n} frames in {len(s.pages)} compressed "
+                             "pages; it cannot be read one frame at a time (save it uncompressed or as zarr)")
+
+    def _read(self, i: int) -> np.ndarray:
+        if self._mm is not None:
+            out = np.array(self._mm[i], dtype=self._dtype)  # copy one frame out of the map ...
+            self._release(i)  # ... and drop its pages from our resident set
+            return out
+        if self._tif.filehandle.closed:
+            self._tif.filehandle.open()
+        return np.asarray(self._pages[i].asarray(), dtype=self._dtype)
+
+    def _release(self, i: int) -> None:
+        """madvise(DONTNEED) frame i's pages: they stay in the OS page cache but stop counting in
+        this process's RSS, so reading a whole mapped stack keeps RSS flat (Linux; no-op elsewhere)."""
+        mm = getattr(self._map, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        nbytes = self._mm[0].nbytes
+        lo = self._map.offset % mmap.ALLOCATIONGRANULARITY + i * nbytes  # np.memmap maps from a granule
+        start = lo - lo % mmap.PAGESIZE
+        mm.madvise(mmap.MADV_DONTNEED, start, lo + nbytes - start)
+
+    def close(self) -> None:
+        if self._mm is None:
+            self._tif.filehandle.close()
+
+
+class VideoSource(BaseSource):
+    """A video file decoded with PyAV: frames (H, W, 3) uint8 RGB.
+
+    Keeps one open container and a forward cursor: frame i after frame i-1 continues decoding;
+    going back (or far forward past a keyframe already seen) seeks to the nearest keyframe before
+    i and decodes forward. Keyframe positions are remembered (a few ints), frames are not.
+    T comes from the stream metadata, or from one counting pass (``count_frames=True`` forces it).
+    """
+
+    def __init__(self, path: str | os.PathLike, count_frames: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.name, self._container = str(self.path), None
+        self._lock = threading.Lock()  # one cursor: reads from several threads take turns
+        self._key_index: list[int] = []  # known keyframes, ascending: frame index ...
+        self._key_pts: list[int] = []  # ... and its pts
+        try:
+            self._open()
+            n = int(self._stream.frames or 0)
+            if count_frames or n <= 0:
+                n = 0
+                while self._next_frame(counting=True) is not None:
+                    n += 1
+                self._open()
+            if n <= 0:
+                raise ValueError("no frame could be decoded")
+            self._n, first = n, self._next_frame()
+            self._pending, self._pos = first, 0  # frame 0 stays decoded: reading it next costs nothing
+        except ImportError:
+            raise
+        except Exception as exc:
+            self.close()
+            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+            raise ValueError(f"source: cannot read video {self.path}: {reason}") from exc
+        rgb = first.to_ndarray(format="rgb24")
+        self.frame_shape, self._dtype = rgb.shape, rgb.dtype
+
+    def _open(self) -> None:
+        try:
+            import av
+        except ImportError as exc:
+            raise ImportError("reading video files needs PyAV: pip install av") from exc
+
+        self.close()
+        self._container = av.open(str(self.path), mode="r")
+        if not self._container.streams.video:
+            raise ValueError("the file has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        self._frames = self._container.decode(self._stream)
+        self._pending: Any = None
+        self._pos = 0  # index of the next frame _next_frame returns
+
+    def _next_frame(self, counting: bool = False) -> Any:
+        if self._pending is not None:
+            f, self._pending = self._pending, None
+        else:
+            try:
+                f = next(self._frames)
+            except StopIteration:
+                if counting:
+                    return None
+                raise ValueError(f"{self.name}: the video ended after {self._pos} frames "
+                                 f"(its metadata says {self._n}); frame {self._pos} cannot be read") from None
+            except Exception as exc:
+                raise ValueError(f"{self.name}: cannot decode frame {self._pos}: {type(exc).__name__}: {exc}") from exc
+        if (f.key_frame or self._pos == 0) and f.pts is not None and (
+            not self._key_index or self._pos > self._key_index[-1]
+        ):  # decoding is contiguous from 0 or a known keyframe, so new keyframes come in order
+            self._key_index.append(self._pos)
+            self._key_pts.append(f.pts)
+        self._pos += 1
+        return f
+
+    def _seek(self, i: int) -> None:
+        """Put the cursor on the last known keyframe <= i (or the start)."""
+        j = bisect.bisect_right(self._key_index, i) - 1
+        k = self._key_index[j] if j >= 0 else 0
+        if k > 0:
+            pts = self._key_pts[j]
+            self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
+            self._frames, self._pending = self._container.decode(self._stream), None
+            for f in self._frames:
+                if f.pts is None or f.pts > pts:
+                    break  # the seek did not land on the keyframe: decode from the start instead
+                if f.pts == pts:
+                    self._pending, self._pos = f, k
+                    return
+        self._open()
+
+    def _read(self, i: int) -> np.ndarray:
+        with self._lock:
+            if self._container is None:
+                self._open()
+            j = bisect.bisect_right(self._key_index, i) - 1  # last known keyframe <= i
+            if i < self._pos or (j >= 0 and self._key_index[j] > self._pos):
+                self._seek(i)
+            while self._pos < i:
+                self._next_frame()
+            return self._next_frame().to_ndarray(format="rgb24")
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+class SyntheticSource(BaseSource):
+    """Frames generated on the fly (nothing stored): a bright disk moving along a smooth closed
+    path over a seeded textured background, plus seeded noise. (H, W) if ``channels`` is None,
+    else (H, W, channels); dtype uint8, uint16 or float32. ``mask(i)`` is the disk (ground truth)."""
+
+    def __init__(self, n_frames: int, height: int = 64, width: int = 64, channels: int | None = 3,
+                 dtype: Any = np.uint8, radius: float | None = None, period: int = 100,
+                 noise: float = 0.02, seed: int = 0) -> None:
+        if min(n_frames, height, width, 1 if channels is None else channels) < 1:
+            raise ValueError("n_frames, height, width, channels must be >= 1, "
+                             f"got {n_frames}, {height}, {width}, {channels}")
+        self._dtype = np.dtype(dtype)
+        if self._dtype not in (np.uint8, np.uint16, np.float32):
+            raise ValueError(f"dtype must be uint8, uint16 or float32, got {self._dtype}")
+        self._n, self.name = int(n_frames), f"synthetic(seed={seed})"
+        self.frame_shape = (height, width) if channels is None else (height, width, channels)
+        self.radius = float(radius if radius is not None else max(2.0, min(height, width) / 8))
+        self.period, self.noise, self.seed = int(period), float(noise), int(seed)
+        rng = np.random.default_rng(seed)
+        self._waves = rng.uniform(0.02, 0.2, (4, 2)), rng.uniform(0, 2 * np.pi, 4)  # texture: 4 plane waves
+        self._phase = float(rng.uniform(0, 2 * np.pi))
+
+    def center(self, i: int) -> tuple[float, float]:
+        """(x, y) of the disk in frame i."""
+        h, w = self.frame_shape[:2]
+        t = 2 * np.pi * self._index(i) / self.period + self._phase
+        margin = self.radius + 1
+        return (w / 2 + (w / 2 - margin) * 0.8 * np.sin(t), h / 2 + (h / 2 - margin) * 0.8 * np.sin(2 * t))
+
+    def mask(self, i: int) -> np.ndarray:
+        """(H, W) bool: the disk in frame i."""
+        cx, cy = self.center(i)
+        yy, xx = np.ogrid[: self.frame_shape[0], : self.frame_shape[1]]
+        return (xx - cx) ** 2 + (yy - cy) ** 2 <= self.radius**2
+
+    def _read(self, i: int) -> np.ndarray:
+        h, w = self.frame_shape[:2]
+        yy, xx = np.ogrid[:h, :w]
+        (freqs, phases) = self._waves
+        img = np.full((h, w), 0.35, np.float32)
+        for (fx, fy), ph in zip(freqs, phases):
+            img += np.float32(0.05) * np.sin(fx * xx + fy * yy + ph).astype(np.float32)
+        img[self.mask(i)] = 0.9
+        if self.noise:
+            img += self.noise * np.random.default_rng([self.seed, i]).standard_normal((h, w), np.float32)
+        np.clip(img, 0.0, 1.0, out=img)
+        if self._dtype != np.float32:
+            img = np.round(img * np.iinfo(self._dtype).max).astype(self._dtype)
+        if len(self.frame_shape) == 3:
+            img = np.repeat(img[..., None], self.frame_shape[2], axis=2)
+        return img
+
+
+# --- openers (registered in builtin_plugins) ------------------------------------------------
+
+def _as_path(source: object) -> Path | None:
+    return Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else None
+
+
+def is_array_like(source: object) -> bool:
+    return (not isinstance(source, (str, bytes, os.PathLike)) and not isinstance(source, FrameSource)
+            and all(hasattr(source, a) for a in ("shape", "dtype", "__getitem__")))
+
+
+def is_image_folder(source: object) -> bool:
+    return (path := _as_path(source)) is not None and path.is_dir()
+
+
+def is_tiff_path(source: object) -> bool:
+    return (path := _as_path(source)) is not None and path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
+
+
+def is_video_path(source: object) -> bool:
+    return (path := _as_path(source)) is not None and path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
+
+
+def open_source(source: object, *, plugin_manager: Any = None, **options: Any) -> FrameSource:
+    """``source`` as a FrameSource (T, H, W[, C]); see the module docstring for accepted forms.
+
+    Openers (plugins first, then built-ins) are asked in priority order; the first whose
+    ``can_open`` says yes opens it with ``options``. A failing plugin opener is reported and the
+    next one that accepts the source is tried; the last one's error propagates.
+    """
+    if isinstance(source, FrameSource):
+        if options:
+            raise TypeError(f"options {sorted(options)} apply when opening a path or array, not a FrameSource")
+        return source
+    if plugin_manager is None:
+        from .plugins import get_plugin_manager
+
+        plugin_manager = get_plugin_manager()
+    hook = "edgetam_kit_frame_sources"
+    candidates = []
+    for opener in plugin_manager.frame_source_openers():
+        try:
+            if opener.can_open(source):
+                candidates.append(opener)
+        except Exception as exc:  # a broken plugin must not take the host down
+            plugin_manager._report(opener.name, hook, exc)
+    for k, opener in enumerate(candidates):
+        try:
+            src = opener.open(source, **options)
+        except Exception as exc:
+            if k == len(candidates) - 1:
+                raise
+            plugin_manager._report(opener.name, hook, exc)
+            continue
+        if isinstance(src, FrameSource):
+            return src
+        plugin_manager._report(opener.name, hook, TypeError(f"opened a {type(src).__name__}, not a FrameSource"))
+    path = _as_path(source)
+    if path is not None and not path.exists():
+        raise FileNotFoundError(f"source: {path} does not exist; expected {ACCEPTED}")
+    what = f"path {path}" if path is not None else type(source).__name__
+    raise (ValueError if path is not None else TypeError)(f"source: cannot open {what}; expected {ACCEPTED}")
