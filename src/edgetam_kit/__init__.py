@@ -14,6 +14,8 @@ from .modeling import EdgeTam
 from .predictor import ImagePredictor, Prediction
 from .progress import Cancelled
 from .random_weights import build_random_model
+from .sources import FrameSource, open_source
+from .tracking import SlicePrompt, TrackingSession, VideoTracker, segment_volume
 
 __version__ = "0.1.0"
 
@@ -25,7 +27,13 @@ __all__ = [
     "EdgeTamConfig",
     "ImagePredictor",
     "Prediction",
+    "FrameSource",
+    "SlicePrompt",
+    "TrackingSession",
+    "VideoTracker",
     "build_random_model",
+    "open_source",
+    "segment_volume",
     "get_config",
     "hookimpl",
     "load_model",

@@ -28,11 +28,12 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def build_random_model(config: EdgeTamConfig | str = "edgetam", seed: int = 0) -> EdgeTam:
-    """An EdgeTam with seeded random weights (object-score bias +10). Eval mode, CPU."""
+def build_random_model(config: EdgeTamConfig | str = "edgetam", seed: int = 0, video: bool = True) -> EdgeTam:
+    """An EdgeTam with seeded random weights (object-score bias +10), with the video modules
+    unless ``video=False``. Eval mode, CPU."""
     cfg = get_config(config) if isinstance(config, str) else config
     torch.manual_seed(seed)
-    model = EdgeTam(cfg)
+    model = EdgeTam(cfg, video=video)
     randomize_(model, seed)
     with torch.no_grad():
         model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)

@@ -354,3 +354,47 @@ class TrackingSession:
         c = torch.from_numpy(np.concatenate(coords).astype(np.float32))[None].to(dev, self.model.dtype)
         lab_t = torch.from_numpy(np.concatenate(labs))[None].to(dev)
         return c, lab_t, None
+
+
+@dataclass
+class SlicePrompt:
+    """A prompt for ``segment_volume``: object ``obj_id`` on slice (frame) ``frame``."""
+
+    frame: int
+    obj_id: int
+    points: Any = None
+    labels: Any = None
+    box: Any = None
+    mask: Any = None
+
+
+def segment_volume(volume: Any, prompts: Sequence[SlicePrompt | dict], model: EdgeTam,
+                   progress: Any = None, cancel: Any = None, **tracker_options: Any) -> np.ndarray:
+    """Segment a z-stack or time-lapse (T, H, W[, C]) from prompts on one or more slices,
+    propagating both ways from the earliest prompted slice.
+
+    Returns a uint32 label volume (T, H, W): 0 is background, each object's pixels carry its
+    obj_id (where objects overlap, the larger obj_id wins).
+    """
+    if not prompts:
+        raise ValueError("prompts must hold at least one SlicePrompt (or dict with frame, obj_id, points/box/mask)")
+    session = VideoTracker(model, **tracker_options).start(volume)
+    for i, p in enumerate(prompts):
+        if isinstance(p, dict):
+            try:
+                p = SlicePrompt(**p)
+            except TypeError as exc:
+                raise ValueError(f"prompts[{i}]: {exc}; keys are frame, obj_id, points, labels, box, mask") from None
+        if not isinstance(p, SlicePrompt):
+            raise TypeError(f"prompts[{i}] must be a SlicePrompt or a dict, got {type(p).__name__}")
+        if int(p.obj_id) <= 0:
+            raise ValueError(f"prompts[{i}].obj_id must be a positive int (0 is background), got {p.obj_id}")
+        session.add_prompt(p.frame, p.obj_id, points=p.points, labels=p.labels, box=p.box, mask=p.mask)
+    h, w = session.frame_hw
+    labels = np.zeros((session.num_frames, h, w), np.uint32)
+    order = np.argsort(session.obj_ids)
+    for frame, obj_ids, masks in session.propagate("both", progress=progress, cancel=cancel):
+        out = labels[frame]
+        for k in order:
+            out[masks[k]] = obj_ids[k]
+    return labels
