@@ -1,4 +1,4 @@
-"""The ``edgetam`` command line: ``info``, ``segment``, ``demo`` and ``plugins``.
+"""The ``edgetam`` command line: ``info``, ``segment``, ``demo``, ``track`` and ``plugins``.
 
 Bad input (a malformed flag, a missing file, an unusable checkpoint) ends with one line
 ``edgetam: error: ...`` on stderr and exit code 2. Set ``EDGETAM_DEBUG=1`` to get the
@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", choices=configs, help="network preset for .pt or random weights (default: edgetam)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=cmd_demo)
+
+    from .cli_track import add_track_parser
+
+    add_track_parser(subs, _sub, configs)
 
     p = _sub(subs, "plugins", "List loaded plugins, what they contribute, and plugin errors.", "edgetam plugins")
     p.set_defaults(func=cmd_plugins)
