@@ -9,31 +9,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .position_encoding import apply_rope, axial_rope
-
-
-class RopeAttention(nn.Module):
-    """Single-projection attention (q/k/v/o) with rotary encodings applied to q and k."""
-
-    def __init__(self, dim: int, num_heads: int = 1, kv_dim: int | None = None) -> None:
-        super().__init__()
-        kv_dim = dim if kv_dim is None else kv_dim
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(kv_dim, dim)
-        self.v_proj = nn.Linear(kv_dim, dim)
-        self.o_proj = nn.Linear(dim, dim)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
-
-    def project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(q, k, v)
-        b, h, n, c = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(b, n, h * c))
+from .transformer import Attention
 
 
 class _ReluMLP(nn.Module):
@@ -49,8 +25,9 @@ class _ReluMLP(nn.Module):
 class MemoryAttentionLayer(nn.Module):
     def __init__(self, dim: int, mem_dim: int, mlp_dim: int, num_heads: int = 1) -> None:
         super().__init__()
-        self.self_attn = RopeAttention(dim, num_heads)
-        self.cross_attn_image = RopeAttention(dim, num_heads, kv_dim=mem_dim)
+        # q/k/v/o projections as in the decoder's attention; rotary encodings are applied here
+        self.self_attn = Attention(dim, num_heads)
+        self.cross_attn_image = Attention(dim, num_heads, kv_dim=mem_dim)
         self.layer_norm1 = nn.LayerNorm(dim)
         self.layer_norm2 = nn.LayerNorm(dim)
         self.layer_norm3 = nn.LayerNorm(dim)

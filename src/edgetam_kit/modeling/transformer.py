@@ -32,11 +32,18 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+    def project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, N, C) inputs -> per-head (B, heads, N, C/heads) queries, keys, values."""
+        return self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Per-head q, k, v -> (B, N, dim) after the output projection."""
         out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, c = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, n, h * c))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.attend(*self.project(q, k, v))
 
 
 class TwoWayBlock(nn.Module):
