@@ -41,7 +41,8 @@ _refs: dict[str, tuple] = {}
 def video(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     shape = request.param
     if shape not in _refs:
-        refs = make_video_references(tmp_path_factory.mktemp(f"video-{shape}"), shape, seed=2)
+        refs = make_video_references(tmp_path_factory.mktemp(f"video-{shape}"),
+                                     "tiny" if shape == "tiny" else "edgetam", seed=2)
         side = refs.config.image_size
         _refs[shape] = (refs, moving_disks(T, side), side / 256)
     return _refs[shape]
