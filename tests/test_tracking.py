@@ -48,9 +48,13 @@ def test_memory_is_bounded_and_frames_are_read_lazily(model) -> None:
         assert ids == [1, 2] and masks.shape == (2, 96, 128) and masks.dtype == bool
         n += 1
     assert n == 40
+    mem = model.config.memory
     for state in session.objects.values():
-        assert len(state.recent) <= model.config.memory.num_maskmem - 1
-        assert len(state.pointers) <= model.config.memory.max_object_pointers
+        assert len(state.recent) <= mem.num_maskmem - 1
+        assert len(state.pointers) <= mem.max_object_pointers
+        # kept next to each prompted frame: bounded by the number of prompts, not the source length
+        assert len(state.anchored) <= 2 * (mem.num_maskmem - 1) * len(state.conditioning)
+        assert len(state.anchored_pointers) <= 2 * (mem.max_object_pointers - 1) * len(state.conditioning)
     assert sorted(session.objects[1].conditioning) == [0] and sorted(session.objects[2].conditioning) == [3]
     # every frame read once by propagate (plus the two prompt frames), never all at once
     assert sorted(counting.reads) == sorted([0, 3] + list(range(40)))

@@ -88,6 +88,18 @@ def test_backward_from_last_frame_vs_hf(video) -> None:
             _check(ours[f][1][k], hf[f][0][k], f"frame {f} object {k + 1}")
 
 
+def test_both_directions_in_one_session_vs_hf(video) -> None:
+    """Forward from a prompt in the middle, then backward from it in the same session: the
+    backward half needs the forward half's memories next to the prompt (kept by the bank)."""
+    refs, frames, s = video
+    prompts = [_scale({"frame": 4, "obj": 1, "points": [[104, 112]], "labels": [1]}, s)]
+    hf = run_hf(refs.hf, frames, prompts, both=True)
+    ours = _ours(ek.load_model(refs.hf_folder), frames, prompts, direction="both")
+    assert list(ours) == list(range(4, T)) + [3, 2, 1, 0]
+    for f in range(T):
+        _check(ours[f][1][0], hf[f][0][0], f"frame {f}")
+
+
 @pytest.mark.parametrize("prompt,direction", [(OBJ1, "forward"), (OBJ2, "forward"),
                                               ({"frame": T - 1, "points": [[146, 133]], "labels": [1]}, "backward")],
                          ids=["point-f0-forward", "box-f4-forward", "point-last-backward"])

@@ -73,8 +73,10 @@ def hf_processor(side: int):
     )
 
 
-def run_hf(model, frames: np.ndarray, prompts: list[dict], reverse: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def run_hf(model, frames: np.ndarray, prompts: list[dict], reverse: bool = False,
+           both: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Several objects. prompts: [{"frame", "obj", "points"?, "labels"?, "box"?}], in order.
+    both: forward from the earliest prompted frame, then reverse from it in the same session.
     Returns {frame: (masks (n_obj, H, W) bool, object scores (n_obj,))}."""
     side = model.config.image_size
     proc = hf_processor(side)
@@ -90,8 +92,13 @@ def run_hf(model, frames: np.ndarray, prompts: list[dict], reverse: bool = False
             proc.add_inputs_to_inference_session(session, frame_idx=p["frame"], obj_ids=p["obj"], **kw)
             model(inference_session=session, frame_idx=p["frame"])  # HF needs each prompted frame run first
         out = {}
-        start = max(p["frame"] for p in prompts) if reverse else None
-        for o in model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=reverse):
-            masks = proc.post_process_masks([o.pred_masks], original_sizes=[[h, w]], binarize=True)[0]
-            out[o.frame_idx] = (masks[:, 0].numpy(), o.object_score_logits.reshape(-1).numpy())
+        if both:
+            first = min(p["frame"] for p in prompts)
+            passes = [(first, False), (first, True)]
+        else:
+            passes = [(max(p["frame"] for p in prompts) if reverse else None, reverse)]
+        for start, rev in passes:
+            for o in model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=rev):
+                masks = proc.post_process_masks([o.pred_masks], original_sizes=[[h, w]], binarize=True)[0]
+                out[o.frame_idx] = (masks[:, 0].numpy(), o.object_score_logits.reshape(-1).numpy())
     return out

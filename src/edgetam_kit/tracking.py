@@ -2,7 +2,9 @@
 
 Memory is bounded (DESIGN.md §4). Per object the session keeps its prompted
 (conditioning) frames, the memories of the last ``max_memory_frames - 1`` frames it
-tracked, and the last ``max_object_pointers`` object pointers — nothing else. Frames
+tracked, the last ``max_object_pointers`` object pointers, and the memories/pointers of
+tracked frames within that reach of a prompted frame (so a pass in the other direction
+from a prompt sees what the references see) — nothing that grows with the source. Frames
 are read from the source when needed and dropped; results are yielded, never stored.
 
 Coordinates are (x, y) pixels of the frame as given; boxes (x0, y0, x1, y1); masks bool.
@@ -48,6 +50,11 @@ class ObjectState:
     conditioning: dict[int, FrameMemory] = field(default_factory=dict)  # prompted frames
     recent: OrderedDict[int, FrameMemory] = field(default_factory=OrderedDict)  # last tracked frames
     pointers: OrderedDict[int, torch.Tensor] = field(default_factory=OrderedDict)  # last tracked pointers
+    # Tracked frames next to a prompted frame (within the memory / pointer reach). A pass in
+    # the other direction from that prompt needs exactly these, so they outlive the LRU above;
+    # their number is bounded by the number of prompts, not by the length of the source.
+    anchored: dict[int, FrameMemory] = field(default_factory=dict)
+    anchored_pointers: dict[int, torch.Tensor] = field(default_factory=dict)
     tracked: set[int] = field(default_factory=set)  # frames visited by a propagation
 
     def remember(self, frame: int, mem: FrameMemory, max_recent: int, max_pointers: int) -> None:
@@ -56,6 +63,18 @@ class ObjectState:
             store[frame] = value
             while len(store) > cap:
                 store.popitem(last=False)
+        gap = min((abs(frame - c) for c in self.conditioning), default=None)
+        if gap is not None and gap <= max_recent:
+            self.anchored[frame] = mem
+        if gap is not None and gap <= max_pointers - 1:
+            self.anchored_pointers[frame] = mem.pointer
+
+    def memory_at(self, frame: int) -> FrameMemory | None:
+        return self.recent.get(frame) or self.anchored.get(frame)
+
+    def pointer_at(self, frame: int) -> torch.Tensor | None:
+        p = self.pointers.get(frame)
+        return self.anchored_pointers.get(frame) if p is None else p
 
 
 @dataclass
@@ -139,7 +158,7 @@ class TrackingSession:
                 correcting = frame in state.tracked and frame not in state.conditioning
                 prev = None
                 if correcting:
-                    old = state.recent.get(frame)
+                    old = state.memory_at(frame)
                     prev = None if old is None else old.low_res[None].clamp(-32.0, 32.0)
                 conditioned = self._condition(state, frame, feats.embed, reverse=False,
                                               exclude=frame if correcting else None) if correcting \
@@ -148,8 +167,8 @@ class TrackingSession:
                 out = m.track_decode(conditioned, feats.high_res, coords, labs, prev, multimask)
             mem = self._memory(feats.embed, out, binarize=True)
         state.conditioning[frame] = mem
-        state.recent.pop(frame, None)
-        state.pointers.pop(frame, None)
+        for store in (state.recent, state.pointers, state.anchored, state.anchored_pointers):
+            store.pop(frame, None)
         self.objects[obj_id] = state
         masks = self._to_masks(out.low_res_logits)
         return PromptResult(masks[0], float(out.iou[0]), float(out.object_score[0]))
@@ -260,7 +279,7 @@ class TrackingSession:
             tokens.append(mem.tokens)
             pos.append(mem.pos + tpos[mem_cfg.num_maskmem - 1, 0])
         for t_rel in range(1, self.tracker.max_memory_frames):
-            prev = state.recent.get(frame + step * t_rel) or unselected.get(frame + step * t_rel)
+            prev = state.memory_at(frame + step * t_rel) or unselected.get(frame + step * t_rel)
             if prev is not None and frame + step * t_rel != exclude:
                 tokens.append(prev.tokens)
                 pos.append(prev.pos + tpos[t_rel - 1, 0])
@@ -273,7 +292,7 @@ class TrackingSession:
                 break
             if t == exclude:
                 continue
-            p = state.pointers.get(t)
+            p = state.pointer_at(t)
             if p is None and t in unselected:
                 p = unselected[t].pointer
             if p is not None:
