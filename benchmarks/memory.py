@@ -1,7 +1,8 @@
 """Peak memory of tracking: does a long stack cost what a short one costs?
 
     python benchmarks/memory.py                 # tiny 100 vs 2000 frames, real shape 50 vs 300, references
-    python benchmarks/memory.py --quick         # tiny 100 vs 500, real 20 vs 60 (a few minutes)
+    python benchmarks/memory.py --quick         # tiny 100 vs 500, real 50 vs 100
+    python benchmarks/memory.py --tiny 100 300 --real 50 150 --skip-references
 
 Each run is a fresh subprocess (peak RSS only grows within a process) tracking one object
 through a lazily generated SyntheticSource (frames are made on demand, never stored), so the
@@ -32,7 +33,7 @@ def child(engine: str, preset: str, n: int, side: int) -> dict:
     import numpy as np
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("EDGETAM_BENCH_THREADS", "2")))
     import edgetam_kit as ek
     from edgetam_kit.sources import SyntheticSource
 
@@ -72,16 +73,20 @@ def run(engine: str, preset: str, n: int, side: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tiny", type=int, nargs=2, metavar=("SHORT", "LONG"), help="tiny-config frame counts")
+    ap.add_argument("--real", type=int, nargs=2, metavar=("SHORT", "LONG"), help="real-shape frame counts")
     ap.add_argument("--child", nargs=4, metavar=("ENGINE", "PRESET", "N", "SIDE"), help=argparse.SUPPRESS)
     ap.add_argument("--skip-references", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads in each run (default 2)")
     args = ap.parse_args()
+    os.environ["EDGETAM_BENCH_THREADS"] = str(args.threads)
     if args.child:
         engine, preset, n, side = args.child
         print(json.dumps(child(engine, preset, int(n), int(side))))
         return
 
-    tiny = (100, 500) if args.quick else (100, 2000)
-    real = (20, 60) if args.quick else (50, 300)
+    tiny = tuple(args.tiny) if args.tiny else (100, 500) if args.quick else (100, 2000)
+    real = tuple(args.real) if args.real else (50, 100) if args.quick else (50, 300)
     print(f"{'engine':<14}{'shape':<8}{'frames':>8}{'peak RSS MB':>14}{'seconds':>10}")
     rows = []
     for preset, (short, long), side in (("tiny", tiny, 256), ("edgetam", real, 480)):
