@@ -14,12 +14,21 @@ from .modeling import EdgeTam
 from .predictor import ImagePredictor, Prediction
 from .progress import Cancelled
 from .random_weights import build_random_model
+from .automask import AutoMaskGenerator
+from .cache import EmbeddingCache
+from .export import MaskSet, export_masks
+from .hookspecs import Exporter
 from .sources import FrameSource, open_source
 from .tracking import SlicePrompt, TrackingSession, VideoTracker, segment_volume
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoMaskGenerator",
+    "EmbeddingCache",
+    "MaskSet",
+    "export_masks",
+    "Exporter",
     "Cancelled",
     "CheckpointError",
     "CheckpointSpec",

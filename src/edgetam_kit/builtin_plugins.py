@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .hookspecs import CheckpointSpec, FrameSourceOpener, hookimpl
+from .hookspecs import CheckpointSpec, Exporter, FrameSourceOpener, hookimpl
 
 
 @hookimpl
@@ -32,4 +32,16 @@ def edgetam_kit_frame_sources() -> list[FrameSourceOpener]:
         FrameSourceOpener("image-folder", sources.is_image_folder, sources.ImageFolderSource, low),
         FrameSourceOpener("tiff-stack", sources.is_tiff_path, sources.TiffStackSource, low),
         FrameSourceOpener("video", sources.is_video_path, sources.VideoSource, low),
+    ]
+
+
+@hookimpl
+def edgetam_kit_exporters() -> list[Exporter]:
+    from .export import write_coco, write_label_tiff, write_ome_zarr  # pycocotools/tifffile/zarr load on write
+
+    return [
+        Exporter("coco", write_coco, ".json", "COCO instances JSON, masks as RLE (one file for all images)",
+                 combined=True),
+        Exporter("tiff", write_label_tiff, ".tif", "uint32 label image per image (0 = background)"),
+        Exporter("zarr", write_ome_zarr, ".zarr", "OME-Zarr (NGFF 0.4) per image: image pyramid + labels/masks"),
     ]

@@ -1,4 +1,4 @@
-"""The ``edgetam`` command line: ``info``, ``segment``, ``demo``, ``track`` and ``plugins``.
+"""The ``edgetam`` command line: ``info``, ``segment``, ``demo``, ``track``, ``auto``, ``embed`` and ``plugins``.
 
 Bad input (a malformed flag, a missing file, an unusable checkpoint) ends with one line
 ``edgetam: error: ...`` on stderr and exit code 2. Set ``EDGETAM_DEBUG=1`` to get the
@@ -347,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_track import add_track_parser
 
     add_track_parser(subs, _sub, configs)
+
+    from .cli_auto import add_auto_parsers
+
+    add_auto_parsers(subs, _sub, configs)
 
     p = _sub(subs, "plugins", "List loaded plugins, what they contribute, and plugin errors.", "edgetam plugins")
     p.set_defaults(func=cmd_plugins)

@@ -36,6 +36,25 @@ class CheckpointSpec:
 
 
 @dataclass(frozen=True)
+class Exporter:
+    """A named output format.
+
+    write: ``write(items, out, progress=None) -> list[Path]`` where ``items`` is a list of
+    ``edgetam_kit.export.MaskSet`` (one per image: name, size, annotations, image) and
+    ``out`` a ``pathlib.Path`` (a file or a folder, as the format decides); returns the
+    paths written. suffix: what it writes (".json", ".tif", ".zarr", ...), for help texts.
+    combined: True when all images go into one file (COCO): callers then collect every
+    image's masks before one ``write``; otherwise they may call ``write`` per image.
+    """
+
+    name: str
+    write: Callable[..., Any]
+    suffix: str = ""
+    description: str = ""
+    combined: bool = False
+
+
+@dataclass(frozen=True)
 class FrameSourceOpener:
     """Opens one kind of input as a ``FrameSource`` (see ``edgetam_kit.sources``).
 
@@ -65,8 +84,9 @@ def edgetam_kit_frame_sources() -> list[FrameSourceOpener]:
 
 
 @hookspec
-def edgetam_kit_exporters() -> list:
-    """Return exporters that write results in new formats."""
+def edgetam_kit_exporters() -> list[Exporter]:
+    """Return exporters (``Exporter``) that write results in new formats; a later plugin's
+    exporter replaces an earlier one of the same name."""
 
 
 @hookspec

@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 
 from . import builtin_plugins, hookspecs
-from .hookspecs import PROJECT, CheckpointSpec, FrameSourceOpener
+from .hookspecs import PROJECT, CheckpointSpec, Exporter, FrameSourceOpener
 
 DISABLE_ENV = "EDGETAM_KIT_DISABLE_PLUGINS"
 
@@ -87,6 +87,17 @@ class PluginManager:
                 self._report(plugin, "edgetam_kit_checkpoints", TypeError(f"returned {type(spec).__name__}, not CheckpointSpec"))
                 continue
             found[spec.name] = spec
+        return found
+
+    def exporters(self) -> dict[str, Exporter]:
+        """Output formats from every plugin, by name (a plugin registered later overrides a name)."""
+        found: dict[str, Exporter] = {}
+        for plugin, exp in self.call("edgetam_kit_exporters"):
+            if not isinstance(exp, Exporter) or not callable(exp.write):
+                wrong = TypeError(f"returned {type(exp).__name__}, not an Exporter with a callable write")
+                self._report(plugin, "edgetam_kit_exporters", wrong)
+                continue
+            found[exp.name] = exp
         return found
 
     def frame_source_openers(self) -> list[FrameSourceOpener]:

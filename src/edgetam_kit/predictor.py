@@ -15,9 +15,11 @@ import torch
 
 from .modeling import EdgeTam, ImageFeatures
 from .progress import Cancelled, is_cancelled, report
-from .transforms import DEFAULT_PERCENTILES, scale_xy, to_model_input, to_unit_rgb, upscale_logits
+from .tiling import TileGrid, Tiling, tiled_predict
+from .transforms import DEFAULT_PERCENTILES, _as_array, scale_xy, to_model_input, to_unit_rgb, upscale_logits
 
 LOGIT_CLAMP = 32.0  # low-res logits are returned clamped, as the reference predictor does
+DEFAULT_TILE_SIZE = 1024  # pixels of the image per tile (EdgeTAM's input: tile pixels are not resampled)
 
 
 @dataclass
@@ -54,9 +56,28 @@ class _Prompt:
 
 
 class ImagePredictor:
-    """Prompted segmentation of one image (``set_image``) or several (``set_images``)."""
+    """Prompted segmentation of one image (``set_image``) or several (``set_images``).
 
-    def __init__(self, model: EdgeTam, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> None:
+    Large images: with ``tiling="auto"`` (default) an image whose longer side exceeds
+    ``tile_threshold`` pixels (default 2 x ``tile_size``) is embedded as overlapping tiles of
+    ``tile_size`` pixels (default 1024, EdgeTAM's input size) overlapping by ``tile_overlap``
+    (default ``tile_size // 4``); ``tiling=True`` tiles any single image, ``False`` never
+    (the image is resized to the model's input). See ``tiling.py``.
+
+    cache: an ``EmbeddingCache`` (or a folder for one): embeddings are looked up there by a
+    signature of the image, normalisation, model and tiling before encoding, and stored after.
+    """
+
+    def __init__(
+        self,
+        model: EdgeTam,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        tiling: bool | str = "auto",
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_threshold: int | None = None,
+        cache: Any = None,
+    ) -> None:
         if not isinstance(model, EdgeTam):
             raise TypeError(f"model must be an EdgeTam from ek.load_model, got {type(model).__name__}")
         self.model = model.eval()
@@ -64,6 +85,16 @@ class ImagePredictor:
         self._features: ImageFeatures | None = None
         self._sizes: list[tuple[int, int]] = []
         self._image_pe: torch.Tensor | None = None  # model.dense_pe(), computed with the features
+        if tiling not in (True, False, "auto"):
+            raise ValueError(f"tiling must be True, False or 'auto', got {tiling!r}")
+        size = DEFAULT_TILE_SIZE if tile_size is None else tile_size
+        self.tiling_mode = tiling
+        self.tiling = Tiling(size, size // 4 if tile_overlap is None else tile_overlap,
+                             2 * size if tile_threshold is None else tile_threshold)
+        self._grid: TileGrid | None = None  # set when the current image is tiled
+        from .cache import as_cache
+
+        self.cache = as_cache(cache)
 
     # ------------------------------------------------------------------ images
     @property
@@ -73,7 +104,20 @@ class ImagePredictor:
     @property
     def image_sizes(self) -> list[tuple[int, int]]:
         """(H, W) of each image set, in order."""
+        if self._grid is not None:
+            return [self._grid.image_hw]
         return list(self._sizes)
+
+    @property
+    def tile_grid(self) -> TileGrid | None:
+        """The tiles of the current image (boxes x0, y0, x1, y1), or None when not tiled."""
+        return self._grid
+
+    def tiling_for(self, hw: tuple[int, int]) -> Tiling | None:
+        """The tiling a single image of shape ``hw`` gets, or None."""
+        if self.tiling_mode is True or (self.tiling_mode == "auto" and self.tiling.applies(hw)):
+            return self.tiling
+        return None
 
     @property
     def features(self) -> ImageFeatures:
@@ -81,9 +125,11 @@ class ImagePredictor:
             raise ValueError("no image set: call set_image(image) or set_images([...]) before predict")
         return self._features
 
-    def set_image(self, image: Any, channels: int | Sequence[int] | None = None) -> None:
-        """Encode one image (HxW or HxWxC; uint8, uint16 or float). One encoder pass."""
-        self.set_images([image], channels=channels)
+    def set_image(self, image: Any, channels: int | Sequence[int] | None = None, progress: Any = None,
+                  cancel: Any = None) -> None:
+        """Encode one image (HxW or HxWxC; uint8, uint16 or float). One encoder pass (one per
+        tile for a tiled image; ``progress``/``cancel`` as in ``set_images``, per tile)."""
+        self.set_images([image], channels=channels, progress=progress, cancel=cancel)
 
     def set_images(
         self,
@@ -100,6 +146,15 @@ class ImagePredictor:
         """
         if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
             raise TypeError("images must be a non-empty list of images (each HxW or HxWxC)")
+        if self.tiling_mode is not False:
+            for i, image in enumerate(images):
+                arr = _as_array(image, "image" if len(images) == 1 else f"images[{i}]")
+                if len(images) == 1 and arr.ndim in (2, 3) and self.tiling_for(arr.shape[:2]) is not None:
+                    return self._set_tiled(arr, channels, progress, cancel)
+                if len(images) > 1 and arr.ndim in (2, 3) and self.tiling_mode == "auto" and self.tiling.applies(arr.shape[:2]):
+                    raise ValueError(
+                        f"images[{i}] is {arr.shape[1]}x{arr.shape[0]}, above tile_threshold={self.tiling.threshold}: "
+                        "set a large image alone with set_image (it is tiled), or pass tiling=False to downscale it")
         embeds, s0, s1, sizes = [], [], [], []
         m = self.model
         for i, image in enumerate(images):
@@ -107,8 +162,7 @@ class ImagePredictor:
                 raise Cancelled(f"set_images cancelled after {i} of {len(images)} images; previous image(s) kept")
             name = "image" if len(images) == 1 else f"images[{i}]"
             rgb = to_unit_rgb(image, channels=channels, percentiles=self.percentiles, name=name)
-            with torch.inference_mode():
-                f = m.encode_image(to_model_input(rgb, m.config.image_size, m.device, m.dtype))
+            f = self._cached_encode(image, rgb, channels, None, lambda rgb=rgb: [rgb])
             embeds.append(f.embed)
             s0.append(f.high_res[0])
             s1.append(f.high_res[1])
@@ -121,12 +175,57 @@ class ImagePredictor:
         with torch.inference_mode():
             self._image_pe = m.dense_pe()
         self._sizes = [(int(h), int(w)) for h, w in sizes]
+        self._grid = None
+
+    def _set_tiled(self, image: np.ndarray, channels: Any, progress: Any, cancel: Any) -> None:
+        """Embed ``image`` as the tiles of ``self.tiling``; prompts are routed to them."""
+        rgb = to_unit_rgb(image, channels=channels, percentiles=self.percentiles, name="image")
+        grid = TileGrid.build(rgb.shape[:2], self.tiling.size, self.tiling.overlap)
+        crops = lambda: [rgb[y0:y1, x0:x1] for x0, y0, x1, y1 in grid.boxes]  # noqa: E731
+        features = self._cached_encode(image, rgb, channels, grid, crops, progress, cancel)
+        with torch.inference_mode():
+            self._image_pe = self.model.dense_pe()
+        self._features = features
+        self._sizes = [grid.tile_hw(i) for i in range(len(grid))]
+        self._grid = grid
+
+    def _cached_encode(self, image: Any, rgb: np.ndarray, channels: Any, grid: TileGrid | None,
+                       pieces: Any, progress: Any = None, cancel: Any = None) -> ImageFeatures:
+        """Features of ``pieces()`` (the image, or its tiles), from the cache when it has them."""
+        signature = None
+        if self.cache is not None:
+            from .cache import image_signature
+
+            signature = image_signature(image, self.model, self.percentiles, channels,
+                                        None if grid is None else {**self.tiling.as_dict(), "tiles": grid.boxes})
+            hit = self.cache.get(signature, self.model.device, self.model.dtype)
+            if hit is not None:
+                return hit
+        m = self.model
+        parts = pieces()
+        embeds, s0, s1 = [], [], []
+        for i, piece in enumerate(parts):
+            if grid is not None and is_cancelled(cancel):
+                raise Cancelled(f"set_image cancelled after {i} of {len(parts)} tiles; previous image(s) kept")
+            with torch.inference_mode():
+                f = m.encode_image(to_model_input(piece, m.config.image_size, m.device, m.dtype))
+            embeds.append(f.embed)
+            s0.append(f.high_res[0])
+            s1.append(f.high_res[1])
+            if grid is not None:
+                report(progress, i + 1, len(parts))
+        cat = (lambda xs: xs[0]) if len(embeds) == 1 else (lambda xs: torch.cat(xs, 0))
+        features = ImageFeatures(cat(embeds), (cat(s0), cat(s1)))
+        if signature is not None:
+            self.cache.put(signature, features)
+        return features
 
     def reset(self) -> None:
         """Forget the current image(s)."""
         self._features = None
         self._sizes = []
         self._image_pe = None
+        self._grid = None
 
     # ------------------------------------------------------------------ prompts
     def predict(
@@ -144,6 +243,11 @@ class ImagePredictor:
         x0, y0, x1, y1; mask_input: (1, 4E, 4E) or (4E, 4E) logits from a previous
         ``Prediction.logits[k]``; multimask: 3 candidate masks (True) or 1.
         """
+        if self._grid is not None:
+            if image_index != 0:
+                raise ValueError(f"image_index must be 0 for a tiled image (one image is set), got {image_index!r}")
+            obj = {"points": points, "labels": labels, "box": box, "mask_input": mask_input}
+            return tiled_predict(self, [obj], multimask, [""])[0]
         prompt = self._prompt(points, labels, box, mask_input, image_index, where="")
         return self._run([prompt], multimask)[0]
 
@@ -189,6 +293,12 @@ class ImagePredictor:
         def pick(seq: Sequence[Any] | None, i: int) -> Any:
             return None if seq is None else seq[i]
 
+        if self._grid is not None:
+            if any(ix != 0 for ix in image_index):
+                raise ValueError("image_index must be 0 for every object on a tiled image (one image is set)")
+            objs = [{"points": pick(points, i), "labels": pick(labels, i), "box": pick(boxes, i),
+                     "mask_input": pick(mask_inputs, i)} for i in range(n)]
+            return tiled_predict(self, objs, multimask, [f"[{i}]" for i in range(n)])
         prompts = [
             self._prompt(pick(points, i), pick(labels, i), pick(boxes, i), pick(mask_inputs, i), image_index[i],
                          where=f"[{i}]")
@@ -197,11 +307,12 @@ class ImagePredictor:
         return self._run(prompts, multimask)
 
     # ------------------------------------------------------------------ internals
-    def _prompt(self, points: Any, labels: Any, box: Any, mask_input: Any, image_index: Any, where: str) -> _Prompt:
+    def _prompt(self, points: Any, labels: Any, box: Any, mask_input: Any, image_index: Any, where: str,
+                hw: tuple[int, int] | None = None) -> _Prompt:
         features = self.features
         if not isinstance(image_index, (int, np.integer)) or not (0 <= int(image_index) < len(features)):
             raise ValueError(f"image_index{where} must be an int in [0, {len(features) - 1}], got {image_index!r}")
-        hw = self._sizes[int(image_index)]
+        hw = self._sizes[int(image_index)] if hw is None else hw
         size = self.model.config.image_size
         coords, labs = [], []
         if box is not None:

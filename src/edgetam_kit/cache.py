@@ -1,0 +1,256 @@
+"""Embedding cache on disk: image features stored in zarr under a signature.
+
+The signature of an image's embedding holds everything the features depend on: a content
+hash of the image's bytes with its shape and dtype, the normalisation (percentiles,
+channels), the model (input size, encoder config, a hash of the encoder's weights, dtype)
+and the tiling (tile size,
+overlap, tile boxes). Its hash names the entry; the full signature is stored with it and
+compared on every read, so an entry written by another model, another normalisation, an
+older cache format or a different image is never used: it is a miss.
+
+Layout: ``ROOT/edgetam-cache.json`` (format marker) and one zarr group per entry,
+``ROOT/<sha256 of the signature>/`` with arrays ``embed`` (T, C, E, E), ``high_res_0``
+(T, C/8, 4E, 4E), ``high_res_1`` (T, C/4, 2E, 2E) (T = 1, or the number of tiles) and the
+signature in its attributes. Writes are atomic: an entry is written under a temporary name
+(``.tmp-...``) and renamed into place only when complete, so a write that is killed midway
+leaves only a temporary folder, which readers never look at (and later writes remove).
+
+    cache = ek.EmbeddingCache("~/edgetam-cache")
+    pred = ek.ImagePredictor(model, cache=cache)
+    pred.set_image(img)      # encodes and stores; the next set_image(img) loads instead
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .modeling import EdgeTam, ImageFeatures
+
+CACHE_FORMAT = 1
+MARKER = "edgetam-cache.json"
+ARRAYS = ("embed", "high_res_0", "high_res_1")
+STALE_TMP_SECONDS = 3600.0  # temporary folders older than this are removed by later writes
+
+
+# ----------------------------------------------------------------------------- signatures
+def content_hash(image: Any) -> str:
+    """blake2b of an array's bytes, shape and dtype."""
+    from .transforms import _as_array
+
+    arr = np.ascontiguousarray(_as_array(image, "image"))
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
+    h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+# The tensors ``EdgeTam.encode_image`` reads: the features depend on these and nothing else,
+# so a model that differs elsewhere (decoder, video modules) shares cache entries.
+ENCODER_TENSORS = ("vision_encoder.", "mask_decoder.conv_s0.", "mask_decoder.conv_s1.", "no_memory_embedding")
+
+
+def weights_hash(model: torch.nn.Module, prefixes: Sequence[str] = ENCODER_TENSORS) -> str:
+    """blake2b of the parameters and buffers whose names start with ``prefixes`` (names,
+    dtypes, shapes, bytes). Memoised on the model and recomputed when any of them is
+    replaced or modified in place."""
+    tensors = sorted((n, t) for n, t in model.state_dict(keep_vars=True).items() if n.startswith(tuple(prefixes)))
+    version = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
+    memo = getattr(model, "_edgetam_kit_weights_hash", None)
+    if memo is not None and memo[0] == version:
+        return memo[1]
+    h = hashlib.blake2b(digest_size=20)
+    for name, t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    object.__setattr__(model, "_edgetam_kit_weights_hash", (version, digest))
+    return digest
+
+
+def model_identity(model: EdgeTam) -> dict[str, Any]:
+    """What of the model the image features depend on: input size, encoder config, encoder
+    weights, dtype."""
+    cfg = model.config.to_dict()
+    return {"image_size": cfg["image_size"], "image_encoder": cfg["image_encoder"], "weights": weights_hash(model),
+            "dtype": str(model.dtype)}
+
+
+def image_signature(image: Any, model: EdgeTam, percentiles: Sequence[float], channels: Any,
+                    tiling: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything an image's embedding depends on, JSON-ready."""
+    from .transforms import _as_array
+
+    arr = _as_array(image, "image")
+    ch = None if channels is None else ([int(channels)] if isinstance(channels, (int, np.integer))
+                                        else [int(c) for c in channels])
+    return {
+        "format": CACHE_FORMAT,
+        "image": {"hash": content_hash(arr), "shape": list(arr.shape), "dtype": arr.dtype.str},
+        "normalisation": {"percentiles": [float(p) for p in percentiles], "channels": ch},
+        "model": model_identity(model),
+        "tiling": None if tiling is None else json.loads(json.dumps(tiling)),
+    }
+
+
+def signature_key(signature: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- the cache
+class EmbeddingCache:
+    """A folder of embeddings keyed by signature (see the module docstring).
+
+    readonly: never write (a cache prepared elsewhere, e.g. on a shared drive).
+    """
+
+    def __init__(self, path: str | os.PathLike, readonly: bool = False) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"cache must be a folder path (str or Path) or an EmbeddingCache, got {type(path).__name__}")
+        self.path = Path(path).expanduser()
+        self.readonly = readonly
+        self.hits = 0
+        self.misses = 0
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"cache: {self.path} exists and is not a folder; give a folder for the embedding cache")
+        marker = self.path / MARKER
+        if marker.exists():
+            try:
+                fmt = json.loads(marker.read_text()).get("format")
+            except (OSError, ValueError):
+                fmt = None
+            if fmt != CACHE_FORMAT:  # entries would not match anyway; say why every lookup misses
+                import warnings
+
+                warnings.warn(f"cache: {self.path} has format {fmt!r}, this version uses {CACHE_FORMAT}; "
+                              "its entries are ignored", stacklevel=2)
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.path)!r}, entries={len(self)})"
+
+    def entry_path(self, signature: dict[str, Any]) -> Path:
+        return self.path / signature_key(signature)
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def keys(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def __contains__(self, signature: dict[str, Any]) -> bool:
+        return self._open(signature) is not None
+
+    def _open(self, signature: dict[str, Any]) -> Any:
+        """The entry's zarr group if it exists and is the one asked for, else None."""
+        import zarr
+
+        where = self.entry_path(signature)
+        if not where.is_dir():
+            return None
+        try:
+            group = zarr.open_group(str(where), mode="r")
+            attrs = dict(group.attrs)
+            if attrs.get("complete") is not True or attrs.get("signature") != json.loads(json.dumps(signature)):
+                return None
+            shapes = [group[name].shape for name in ARRAYS]
+        except Exception:  # unreadable or foreign: never used
+            return None
+        if len({s[0] for s in shapes}) != 1 or any(len(s) != 4 for s in shapes):
+            return None
+        return group
+
+    def get(self, signature: dict[str, Any], device: torch.device | str = "cpu",
+            dtype: torch.dtype = torch.float32) -> ImageFeatures | None:
+        """The stored features for ``signature``, or None (a miss)."""
+        group = self._open(signature)
+        if group is None:
+            self.misses += 1
+            return None
+        try:
+            arrays = [torch.from_numpy(np.asarray(group[name][...])).to(device, dtype) for name in ARRAYS]
+        except Exception:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return ImageFeatures(arrays[0], (arrays[1], arrays[2]))
+
+    def put(self, signature: dict[str, Any], features: ImageFeatures) -> Path | None:
+        """Store ``features`` under ``signature`` (atomically); returns the entry's folder."""
+        if self.readonly:
+            return None
+        import zarr
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        marker = self.path / MARKER
+        if not marker.exists():
+            _atomic_text(marker, json.dumps({"format": CACHE_FORMAT, "written_by": "edgetam-kit"}))
+        final = self.entry_path(signature)
+        if self._open(signature) is not None:
+            return final
+        self._remove_stale_tmp()
+        tmp = self.path / f".tmp-{final.name[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            group = zarr.open_group(str(tmp), mode="w")
+            tensors = (features.embed, features.high_res[0], features.high_res[1])
+            for name, t in zip(ARRAYS, tensors):
+                data = t.detach().float().cpu().numpy()
+                arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=(1, *data.shape[1:]))
+                arr[...] = data
+            group.attrs["signature"] = json.loads(json.dumps(signature))
+            group.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            group.attrs["complete"] = True  # written last: an entry without it is never read
+            if final.exists():  # a stale or broken entry under our name: replace it
+                shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        except OSError:
+            if self._open(signature) is None:  # not because another writer got there first
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def clear(self) -> None:
+        """Remove every entry (and temporary leftovers); keeps the folder."""
+        if self.path.is_dir():
+            for p in self.path.iterdir():
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def _remove_stale_tmp(self) -> None:
+        now = time.time()
+        for p in self.path.glob(".tmp-*"):
+            try:
+                if now - p.stat().st_mtime > STALE_TMP_SECONDS:
+                    shutil.rmtree(p, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def as_cache(cache: Any) -> EmbeddingCache | None:
+    """None, an EmbeddingCache, or a folder path -> EmbeddingCache | None."""
+    if cache is None or isinstance(cache, EmbeddingCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        return EmbeddingCache(cache)
+    raise TypeError(f"cache must be None, an EmbeddingCache or a folder path, got {type(cache).__name__}")

@@ -1,0 +1,267 @@
+"""Writing results for other software: label images (TIFF), COCO instances JSON with RLE
+masks, and OME-Zarr (NGFF 0.4) images with a labels group.
+
+Every writer takes a list of ``MaskSet`` (one per image) and an output path, and returns
+the paths it wrote. ``export_masks(items, out, format)`` picks the writer by name among the
+exporters that plugins register through the ``edgetam_kit_exporters`` hook (the three here
+are registered that way too), so a plugin can add a format without touching this module.
+
+Label images are uint32, 0 = background, object i (1-based, in the order of the
+annotations: largest first for ``AutoMaskGenerator`` output) = i. Where masks overlap the
+later (smaller) one wins, so small objects stay visible on top of large ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .progress import report
+
+OME_NGFF_VERSION = "0.4"
+LABEL_NAME = "masks"
+
+
+@dataclass
+class MaskSet:
+    """The masks of one image.
+
+    name: the image's name (file name for COCO, stem for per-image files);
+    size: (H, W); annotations: ``AutoMaskGenerator`` records (``segmentation`` bool HxW or
+    COCO RLE; ``predicted_iou`` etc. carried into COCO when present), or plain bool masks;
+    image: the pixels (HxW or HxWxC), written by formats that store them (OME-Zarr).
+    """
+
+    name: str
+    size: tuple[int, int]
+    annotations: Sequence[Any]
+    image: np.ndarray | None = None
+
+
+def _mask_of(ann: Any, size: tuple[int, int], where: str) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    seg = ann.get("segmentation") if isinstance(ann, dict) else ann
+    if isinstance(seg, dict):
+        rle = seg
+        if isinstance(rle.get("counts"), list):
+            rle = mask_utils.frPyObjects(rle, *rle["size"])
+        elif isinstance(rle.get("counts"), str):
+            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        m = mask_utils.decode(rle).astype(bool)
+    else:
+        m = np.asarray(seg)
+        if m.dtype != bool:
+            m = m > 0
+    if m.shape != tuple(size):
+        raise ValueError(f"{where}: mask shape {m.shape} does not match the image size {tuple(size)} (H, W)")
+    return m
+
+
+def _rle_of(ann: Any, mask: np.ndarray) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    seg = ann.get("segmentation") if isinstance(ann, dict) else None
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), str):
+        return {"size": list(seg["size"]), "counts": seg["counts"]}
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _check_items(items: Any) -> list[MaskSet]:
+    if isinstance(items, MaskSet):
+        return [items]
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not all(isinstance(i, MaskSet) for i in items):
+        raise TypeError("items must be a MaskSet or a list of MaskSet (name, size, annotations[, image])")
+    names = [i.name for i in items]
+    if len(set(names)) != len(names):
+        raise ValueError(f"items: image names must be unique (they name the output files), got {names}")
+    return list(items)
+
+
+def labels_from_annotations(annotations: Sequence[Any], size: tuple[int, int]) -> np.ndarray:
+    """uint32 (H, W) label image: annotation i -> label i + 1, later ones painted on top."""
+    labels = np.zeros(tuple(size), np.uint32)
+    for i, ann in enumerate(annotations):
+        labels[_mask_of(ann, size, f"annotations[{i}]")] = i + 1
+    return labels
+
+
+def _out_files(items: list[MaskSet], out: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """One file per image: ``out`` itself for one image when it has the suffix, else out/<name><suffix>."""
+    if len(items) == 1 and out.suffix.lower() in suffixes:
+        return [out]
+    if out.suffix.lower() in suffixes:
+        raise ValueError(f"out: {out} names one file but there are {len(items)} images; give a folder")
+    return [out / f"{Path(i.name).stem}{suffixes[0]}" for i in items]
+
+
+# ----------------------------------------------------------------------------- TIFF
+def write_label_tiff(items: Any, out: str | os.PathLike, progress: Any = None) -> list[Path]:
+    """uint32 label image per image, zlib-compressed TIFF (``out`` = file.tif or a folder)."""
+    import tifffile
+
+    items = _check_items(items)
+    files = _out_files(items, Path(out), (".tif", ".tiff"))
+    for k, (item, path) in enumerate(zip(items, files)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        labels = labels_from_annotations(item.annotations, item.size)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tifffile.imwrite(tmp, labels, compression="zlib", metadata={"axes": "YX"})
+        os.replace(tmp, path)
+        report(progress, k + 1, len(items))
+    return files
+
+
+# ----------------------------------------------------------------------------- COCO
+def coco_dict(items: Any, category: str = "object") -> dict[str, Any]:
+    """COCO instances dict: images, annotations (RLE segmentation, COCO bbox, area) and one category."""
+    from pycocotools import mask as mask_utils
+
+    items = _check_items(items)
+    images, anns = [], []
+    for image_id, item in enumerate(items, start=1):
+        h, w = (int(v) for v in item.size)
+        images.append({"id": image_id, "file_name": item.name, "height": h, "width": w})
+        for i, ann in enumerate(item.annotations):
+            mask = _mask_of(ann, (h, w), f"{item.name}: annotations[{i}]")
+            rle = _rle_of(ann, mask)
+            enc = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+            record: dict[str, Any] = {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": 1,
+                "segmentation": rle,
+                "area": float(mask_utils.area(enc)),
+                "bbox": [float(v) for v in mask_utils.toBbox(enc)],
+                "iscrowd": 0,
+            }
+            if isinstance(ann, dict):
+                if "predicted_iou" in ann:
+                    record["score"] = float(ann["predicted_iou"])
+                for key in ("predicted_iou", "stability_score", "point_coords"):
+                    if key in ann:
+                        record[key] = ann[key]
+            anns.append(record)
+    return {
+        "info": {"description": "EdgeTAM masks", "version": "1.0"},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": category, "supercategory": category}],
+    }
+
+
+def write_coco(items: Any, out: str | os.PathLike, progress: Any = None) -> list[Path]:
+    """One COCO instances JSON for all images (``out`` = file.json, or a folder for
+    out/annotations.json)."""
+    out = Path(out)
+    path = out if out.suffix.lower() == ".json" else out / "annotations.json"
+    data = coco_dict(items)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+    report(progress, 1, 1)
+    return [path]
+
+
+# ----------------------------------------------------------------------------- OME-Zarr
+def _pyramid(arr: np.ndarray, min_side: int = 64, max_levels: int = 6) -> list[np.ndarray]:
+    """Level 0 and 2x nearest-neighbour downsamplings (labels stay labels) while the
+    smaller side stays >= ``min_side``."""
+    levels = [arr]
+    while len(levels) < max_levels and min(levels[-1].shape[-2:]) // 2 >= min_side:
+        levels.append(levels[-1][..., ::2, ::2])
+    return levels
+
+
+def _multiscales(name: str, axes: list[dict[str, str]], n_levels: int, spatial_dims: int) -> list[dict[str, Any]]:
+    lead = [1.0] * (len(axes) - spatial_dims)
+    return [{
+        "version": OME_NGFF_VERSION,
+        "name": name,
+        "axes": axes,
+        "datasets": [
+            {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": lead + [float(2**i)] * spatial_dims}]}
+            for i in range(n_levels)
+        ],
+        "type": "nearest",
+    }]
+
+
+def _write_levels(group: Any, levels: list[np.ndarray], chunk: int = 512) -> None:
+    for i, level in enumerate(levels):
+        chunks = tuple(min(s, chunk) if d >= level.ndim - 2 else 1 for d, s in enumerate(level.shape))
+        arr = group.create_array(str(i), shape=level.shape, dtype=level.dtype, chunks=chunks,
+                                 chunk_key_encoding={"name": "v2", "separator": "/"})
+        arr[...] = level
+
+
+def write_ome_zarr(items: Any, out: str | os.PathLike, progress: Any = None) -> list[Path]:
+    """OME-Zarr (NGFF 0.4, zarr v2 format) per image: the image as a multiscale pyramid when
+    given (axes c, y, x or y, x) and ``labels/masks`` as a multiscale uint32 label image with
+    ``image-label`` metadata. ``out`` = image.zarr (one image) or a folder."""
+    import zarr
+
+    items = _check_items(items)
+    files = _out_files(items, Path(out), (".zarr", ".ome.zarr"))
+    for k, (item, path) in enumerate(zip(items, files)):
+        labels = labels_from_annotations(item.annotations, item.size)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        yx = [{"name": "y", "type": "space", "unit": "pixel"}, {"name": "x", "type": "space", "unit": "pixel"}]
+        if item.image is not None:
+            img = np.asarray(item.image)
+            if img.shape[:2] != tuple(item.size):
+                raise ValueError(f"{item.name}: image shape {img.shape} does not match size {tuple(item.size)}")
+            axes = yx if img.ndim == 2 else [{"name": "c", "type": "channel"}] + yx
+            data = img if img.ndim == 2 else np.moveaxis(img, -1, 0)
+            levels = _pyramid(np.ascontiguousarray(data))
+            _write_levels(root, levels)
+            root.attrs["multiscales"] = _multiscales(item.name, axes, len(levels), 2)
+            label_axes = yx if img.ndim == 2 else axes
+            label_data = labels if img.ndim == 2 else labels[None]
+        else:
+            label_axes, label_data = yx, labels
+        labels_group = root.require_group("labels")
+        labels_group.attrs["labels"] = [LABEL_NAME]
+        lg = labels_group.require_group(LABEL_NAME)
+        levels = _pyramid(label_data)
+        _write_levels(lg, levels)
+        lg.attrs["multiscales"] = _multiscales(LABEL_NAME, label_axes, len(levels), 2)
+        lg.attrs["image-label"] = {
+            "version": OME_NGFF_VERSION,
+            "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}],
+            "source": {"image": "../../"},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        report(progress, k + 1, len(items))
+    return files
+
+
+# ----------------------------------------------------------------------------- by name
+def exporters() -> dict[str, Any]:
+    """Exporters by name, from every plugin (built-ins included)."""
+    from .plugins import get_plugin_manager
+
+    return get_plugin_manager().exporters()
+
+
+def export_masks(items: Any, out: str | os.PathLike, format: str = "coco", progress: Any = None) -> list[Path]:
+    """Write ``items`` (MaskSet or list) to ``out`` with the exporter named ``format``."""
+    found = exporters()
+    if format not in found:
+        raise ValueError(f"format must be one of {', '.join(sorted(found))}, got {format!r}")
+    return list(found[format].write(_check_items(items), Path(out), progress=progress))
