@@ -10,6 +10,8 @@ cheap cases up front. av, tifffile and scikit-image are imported only when a fil
 
 from __future__ import annotations
 
+import abc
+
 import bisect
 import math
 import mmap
@@ -49,7 +51,7 @@ class FrameSource(Protocol):
     def frame(self, i: int) -> np.ndarray: ...
 
 
-class BaseSource:
+class BaseSource(abc.ABC):
     """Shared plumbing: index checks, the same-shape rule, iteration, ``close``/``with``.
     Subclasses set ``name``, ``_n``, ``frame_shape`` (H, W[, C]), ``_dtype`` and define ``_read(i)``."""
 
@@ -74,8 +76,9 @@ class BaseSource:
         i = self._index(i)
         return self._checked(i, self._read(i))
 
+    @abc.abstractmethod
     def _read(self, i: int) -> np.ndarray:
-        raise NotImplementedError
+        """Read frame ``i`` (already a valid non-negative index) from the underlying store."""
 
     def _index(self, i: int) -> int:
         try:
