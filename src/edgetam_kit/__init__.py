@@ -19,12 +19,17 @@ from .cache import EmbeddingCache
 from .export import MaskSet, export_masks
 from .hookspecs import Exporter
 from .sources import FrameSource, open_source
+from .runtime import Backend, Runtime, backends, optimize
 from .tracking import SlicePrompt, TrackingSession, VideoTracker, segment_volume
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AutoMaskGenerator",
+    "Backend",
+    "Runtime",
+    "backends",
+    "optimize",
     "EmbeddingCache",
     "MaskSet",
     "export_masks",

@@ -41,6 +41,7 @@ from .modeling import EdgeTam, ImageFeatures
 from .predictor import ImagePredictor
 from .progress import Cancelled, is_cancelled, report
 from .transforms import DEFAULT_PERCENTILES, _as_array, to_unit_rgb, upscale_logits
+from .runtime import inference
 
 OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
 EDGE_TOLERANCE = 20.0  # pixels: a box this close to a crop edge counts as cut by it
@@ -458,6 +459,8 @@ class AutoMaskGenerator:
         size = model.config.image_size
         h, w = region_hw
         multimask = self.multimask_output
+        with inference(model):  # image tokens and first-layer keys/values: once per region
+            context = model.image_context(features, image_pe)
 
         def decode(points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
             p = torch.as_tensor(points, dtype=torch.float32).clone()
@@ -469,8 +472,8 @@ class AutoMaskGenerator:
             # one image for all n prompts: broadcast views instead of n copies of the features
             feats = ImageFeatures(features.embed.expand(n, -1, -1, -1),
                                   tuple(h.expand(n, -1, -1, -1) for h in features.high_res))
-            with torch.inference_mode():
-                out = model.decode(feats, coords, labels, None, multimask, image_pe=image_pe)
+            with inference(model):
+                out = model.decode(feats, coords, labels, None, multimask, image_pe=image_pe, context=context)
             return out.low_res_logits.float().cpu(), out.iou.float().cpu()
 
         return decode

@@ -45,3 +45,10 @@ def edgetam_kit_exporters() -> list[Exporter]:
         Exporter("tiff", write_label_tiff, ".tif", "uint32 label image per image (0 = background)"),
         Exporter("zarr", write_ome_zarr, ".zarr", "OME-Zarr (NGFF 0.4) per image: image pyramid + labels/masks"),
     ]
+
+
+@hookimpl
+def edgetam_kit_backends() -> list:
+    from .runtime import COMPILED, EAGER
+
+    return [EAGER, COMPILED]

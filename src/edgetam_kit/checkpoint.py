@@ -308,12 +308,21 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     config: EdgeTamConfig | str | None = None,
+    backend: str = "eager",
+    precision: str = "fp32",
 ) -> EdgeTam:
     """Load EdgeTAM weights from an HF folder, hub id, ``edgetam.pt`` or checkpoint name.
 
     config: only for the original ``.pt`` layout, which stores no config (default preset
-    ``edgetam``); HF folders carry their own. Returns the model in eval mode.
+    ``edgetam``); HF folders carry their own. backend / precision: the inference runtime
+    (``ek.optimize``; ``backend="none"`` runs the plain modules). Returns the model in eval mode.
     """
+    from .runtime import PRECISIONS
+
+    if precision not in PRECISIONS:  # checked before any file is read
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a backend name (str), got {type(backend).__name__}")
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path, hub id or checkpoint name (str), got {type(source).__name__}")
     if isinstance(config, str):
@@ -353,7 +362,10 @@ def load_model(
             f"source: {path} is neither an HF folder (config.json + model.safetensors) nor an original .pt checkpoint"
         )
     model.eval()
-    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
+    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
+    from .runtime import optimize
+
+    return optimize(model, backend=backend, precision=precision)
 
 
 def _check_same_config(given: EdgeTamConfig, found: EdgeTamConfig, path: Path) -> None:

@@ -91,4 +91,7 @@ def edgetam_kit_exporters() -> list[Exporter]:
 
 @hookspec
 def edgetam_kit_backends() -> list:
-    """Return alternative runtimes (compiled, ONNX, ...)."""
+    """Return runtimes (``edgetam_kit.runtime.Backend``: a name and ``prepare(model, precision)
+    -> Runtime``), e.g. compiled or ONNX. The built-in ``eager`` (the default of ``load_model``)
+    and ``compiled`` backends are registered through this hook; a later plugin's backend
+    replaces an earlier one of the same name."""

@@ -100,6 +100,19 @@ class PluginManager:
             found[exp.name] = exp
         return found
 
+    def backends(self) -> dict[str, Any]:
+        """Runtimes (``runtime.Backend``) from every plugin, by name (a later plugin overrides a name)."""
+        from .runtime import Backend
+
+        found: dict[str, Any] = {}
+        for plugin, backend in self.call("edgetam_kit_backends"):
+            if not isinstance(backend, Backend) or not callable(backend.prepare):
+                wrong = TypeError(f"returned {type(backend).__name__}, not a runtime.Backend with a callable prepare")
+                self._report(plugin, "edgetam_kit_backends", wrong)
+                continue
+            found[backend.name] = backend
+        return found
+
     def frame_source_openers(self) -> list[FrameSourceOpener]:
         """Frame-source openers from every plugin, in the order ``open_source`` tries them:
         highest priority first; among equals, the plugin registered last first (a plugin's

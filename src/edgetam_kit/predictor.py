@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from .modeling import EdgeTam, ImageFeatures
+from .modeling.transformer import ImageContext
 from .progress import Cancelled, is_cancelled, report
 from .tiling import TileGrid, Tiling, tiled_predict
 from .transforms import DEFAULT_PERCENTILES, _as_array, scale_xy, to_model_input, to_unit_rgb, upscale_logits
+from .runtime import inference
 
 LOGIT_CLAMP = 32.0  # low-res logits are returned clamped, as the reference predictor does
 DEFAULT_TILE_SIZE = 1024  # pixels of the image per tile (EdgeTAM's input: tile pixels are not resampled)
@@ -85,6 +87,7 @@ class ImagePredictor:
         self._features: ImageFeatures | None = None
         self._sizes: list[tuple[int, int]] = []
         self._image_pe: torch.Tensor | None = None  # model.dense_pe(), computed with the features
+        self._ctx: ImageContext | None = None  # decoder image context, made at the first prompt
         if tiling not in (True, False, "auto"):
             raise ValueError(f"tiling must be True, False or 'auto', got {tiling!r}")
         size = DEFAULT_TILE_SIZE if tile_size is None else tile_size
@@ -172,10 +175,17 @@ class ImagePredictor:
         # or an interrupted call leaves the predictor as it was
         cat = (lambda xs: xs[0]) if len(embeds) == 1 else (lambda xs: torch.cat(xs, 0))
         self._features = ImageFeatures(cat(embeds), (cat(s0), cat(s1)))
+        self._ctx = None
         with torch.inference_mode():
             self._image_pe = m.dense_pe()
         self._sizes = [(int(h), int(w)) for h, w in sizes]
         self._grid = None
+
+    def _context(self) -> ImageContext:
+        """Decoder context of the image(s) set (made at the first prompt, kept until the next image)."""
+        if self._ctx is None:
+            self._ctx = self.model.image_context(self.features, self._image_pe)
+        return self._ctx
 
     def _set_tiled(self, image: np.ndarray, channels: Any, progress: Any, cancel: Any) -> None:
         """Embed ``image`` as the tiles of ``self.tiling``; prompts are routed to them."""
@@ -186,6 +196,7 @@ class ImagePredictor:
         with torch.inference_mode():
             self._image_pe = self.model.dense_pe()
         self._features = features
+        self._ctx = None
         self._sizes = [grid.tile_hw(i) for i in range(len(grid))]
         self._grid = grid
 
@@ -207,7 +218,7 @@ class ImagePredictor:
         for i, piece in enumerate(parts):
             if grid is not None and is_cancelled(cancel):
                 raise Cancelled(f"set_image cancelled after {i} of {len(parts)} tiles; previous image(s) kept")
-            with torch.inference_mode():
+            with inference(m):
                 f = m.encode_image(to_model_input(piece, m.config.image_size, m.device, m.dtype))
             embeds.append(f.embed)
             s0.append(f.high_res[0])
@@ -223,6 +234,7 @@ class ImagePredictor:
     def reset(self) -> None:
         """Forget the current image(s)."""
         self._features = None
+        self._ctx = None
         self._sizes = []
         self._image_pe = None
         self._grid = None
@@ -374,7 +386,7 @@ class ImagePredictor:
         groups: dict[tuple[int, bool], list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(p.signature(), []).append(i)
-        with torch.inference_mode():
+        with inference(model):
             for (n_points, has_mask), idx in groups.items():
                 group = [prompts[i] for i in idx]
                 coords = labels = masks = None
@@ -387,7 +399,11 @@ class ImagePredictor:
                 feats = features if len(features) == 1 else None
                 if feats is None or len(image_ids) > 1 or image_ids[0] != 0:
                     feats = features.select(torch.tensor([p.image_index for p in group], device=device))
-                dec = model.decode(feats, coords, labels, masks, multimask, image_pe=self._image_pe)
+                context = None
+                if not has_mask:
+                    context = self._context() if feats is features else self._context().select(
+                        torch.tensor([p.image_index for p in group], device=device))
+                dec = model.decode(feats, coords, labels, masks, multimask, image_pe=self._image_pe, context=context)
                 for j, i in enumerate(idx):
                     out[i] = self._to_prediction(dec.low_res_logits[j], dec.iou[j], dec.object_score[j],
                                                  self._sizes[prompts[i].image_index])

@@ -27,6 +27,7 @@ from .predictor import _check_inside, _float_array
 from .progress import Cancelled, is_cancelled, report
 from .sources import FrameSource, open_source
 from .transforms import DEFAULT_PERCENTILES, scale_xy, to_model_input, to_unit_rgb, upscale_logits
+from .runtime import inference
 
 DIRECTIONS = ("forward", "backward", "both")
 
@@ -150,7 +151,7 @@ class TrackingSession:
         coords, labs, mask_t = self._prompt_tensors(points, labels, box, mask)
         state = self.objects.get(obj_id) or ObjectState(obj_id)
         m = self.model
-        with torch.inference_mode():
+        with inference(m):
             feats = self._features(frame)
             if mask_t is not None:
                 out = m.mask_as_output(feats.embed, feats.high_res, mask_t)
@@ -226,7 +227,7 @@ class TrackingSession:
         for done, (frame, reverse) in enumerate(plan):
             if is_cancelled(cancel):
                 raise Cancelled(f"propagation cancelled after {done} of {len(plan)} frames; the session is intact")
-            with torch.inference_mode():
+            with inference(self.model):
                 logits = self._track_frame(frame, reverse)
             yield frame, self.obj_ids, self._to_masks(logits)
             report(progress, done + 1, len(plan))

@@ -19,6 +19,7 @@ from ..config import EdgeTamConfig
 from .image_encoder import ImageEncoder
 from .layers import FeedForward, RandomFourierEmbedding
 from .mask_decoder import MaskDecoder
+from .transformer import ImageContext
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
 from .perceiver import SpatialPerceiver
@@ -90,8 +91,17 @@ class EdgeTam(nn.Module):
         self.shared_image_embedding = RandomFourierEmbedding(dim // 2)
         self.no_memory_embedding = nn.Parameter(torch.zeros(1, 1, dim))
         self.has_video = False
+        # Set by ek.optimize / load_model: folded or compiled callables and the precision
+        # (see runtime.py). None: run the plain modules in the model's dtype.
+        self.runtime = None
         if video:
             self.add_video_modules()
+
+    def _apply(self, fn, recurse=True):  # .to(device/dtype) moves the runtime's own copies too
+        super()._apply(fn, recurse)
+        for m in getattr(self.runtime, "modules", ()):
+            m._apply(fn, recurse)
+        return self
 
     def add_video_modules(self, occlusion_embedding: bool = False) -> None:
         """Create the modules the tracker needs (memory encoder, perceiver, memory attention,
@@ -131,10 +141,13 @@ class EdgeTam(nn.Module):
         add_no_memory: add the no-memory embedding (single images and initial prompted
         frames); the tracker asks for the raw features instead.
         """
-        feats = self.vision_encoder(pixels)
-        s0 = self.mask_decoder.conv_s0(feats[0])
-        s1 = self.mask_decoder.conv_s1(feats[1])
-        embed = feats[-1]
+        if self.runtime is not None and self.runtime.encoder is not None:
+            embed, s0, s1 = self.runtime.encoder(pixels)
+        else:
+            feats = self.vision_encoder(pixels)
+            s0 = self.mask_decoder.conv_s0(feats[0])
+            s1 = self.mask_decoder.conv_s1(feats[1])
+            embed = feats[-1]
         if add_no_memory:
             embed = embed + self.no_memory_embedding.reshape(1, -1, 1, 1)
         return ImageFeatures(embed, (s0, s1))
@@ -151,13 +164,16 @@ class EdgeTam(nn.Module):
         mask_logits: torch.Tensor | None = None,
         multimask: bool = True,
         image_pe: torch.Tensor | None = None,
+        context: ImageContext | None = None,
     ) -> DecoderOutput:
         """Decode N objects against ``features`` (N images, or 1 image shared by all).
 
         coords: (N, P, 2) input-frame pixels (box corners first, labels 2 and 3), labels:
         (N, P); both may be None for a mask-only prompt. mask_logits: (N, 1, 4E, 4E).
         The padding point the network was trained with is appended here. ``image_pe`` is
-        ``dense_pe()``, passed in by callers that decode many prompts per image.
+        ``dense_pe()``, passed in by callers that decode many prompts per image. ``context``:
+        ``image_context(features)`` with one row per object (or one for all), reused across
+        prompts without a mask; ignored when ``mask_logits`` is given.
         """
         if coords is not None:
             n = coords.shape[0]
@@ -171,14 +187,28 @@ class EdgeTam(nn.Module):
                 raise ValueError("decode needs points, a box or a mask")
             n = mask_logits.shape[0]
             sparse = self.no_memory_embedding.new_zeros(n, 0, self.config.mask_decoder.dim)
-        dense = self.prompt_encoder.embed_mask(mask_logits, n)
+        if mask_logits is not None:
+            context = None
+        elif context is not None and context.image.shape[0] != n:
+            if context.image.shape[0] != 1:
+                raise ValueError(f"context has {context.image.shape[0]} rows for {n} prompts")
+            context = context.select(torch.zeros(n, dtype=torch.long, device=context.image.device))
+        dense = None if context is not None else self.prompt_encoder.embed_mask(mask_logits, n)
         if len(features) == 1 and n > 1:
             features = features.select(torch.zeros(n, dtype=torch.long, device=features.embed.device))
         masks, iou, tokens, obj = self.mask_decoder(
             features.embed, self.dense_pe() if image_pe is None else image_pe, features.high_res, sparse, dense,
-            multimask,
+            multimask, context,
         )
         return DecoderOutput(masks, iou, obj.squeeze(-1), tokens)
+
+    def image_context(self, features: ImageFeatures, image_pe: torch.Tensor | None = None) -> ImageContext:
+        """The prompt-independent part of decoding ``features`` without a mask prompt (image
+        tokens + no-mask embedding, positional encoding, first-layer keys/values). Compute it
+        once per image and pass it to ``decode(context=...)`` for every click."""
+        dense = self.prompt_encoder.embed_mask(None, len(features))
+        pe = self.dense_pe() if image_pe is None else image_pe
+        return self.mask_decoder.transformer.image_context(features.embed + dense, pe)
 
     # ------------------------------------------------------------------ video steps
     def _require_video(self) -> None:
@@ -201,7 +231,10 @@ class EdgeTam(nn.Module):
             return raw + self.no_memory_embedding.reshape(1, -1, 1, 1)
         self._require_video()
         pos = self.frame_pos().expand(raw.shape[0], -1, -1, -1)
-        return self.memory_attention(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens)
+        attend = self.memory_attention
+        if self.runtime is not None and self.runtime.memory_attention is not None:
+            attend = self.runtime.memory_attention
+        return attend(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens)
 
     def track_decode(
         self,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..config import MaskDecoderConfig
 from .layers import FeedForward, LayerNorm2d
-from .transformer import TwoWayTransformer
+from .transformer import ImageContext, TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
@@ -47,19 +47,22 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         high_res: tuple[torch.Tensor, torch.Tensor],
         sparse: torch.Tensor,
-        dense: torch.Tensor,
+        dense: torch.Tensor | None,
         multimask: bool,
+        context: ImageContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """image_embed, dense: (B, C, E, E); image_pe: (1, C, E, E); high_res: (B, C/8, 4E, 4E),
-        (B, C/4, 2E, 2E); sparse: (B, N, C). All batch dims already equal B."""
+        (B, C/4, 2E, 2E); sparse: (B, N, C). All batch dims already equal B.
+
+        context: ``image_context(image_embed + dense, image_pe)`` computed earlier (rows
+        matching B); then ``dense`` is not used."""
         b = sparse.shape[0]
         out_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight], 0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse.to(out_tokens.dtype)], dim=1)
-        src = image_embed + dense
-        pos = image_pe.expand(b, -1, -1, -1)
-        _, c, h, w = src.shape
-
-        tokens, src = self.transformer(src, pos, tokens)
+        c, h, w = image_embed.shape[1:]
+        if context is None:
+            context = self.transformer.image_context(image_embed + dense, image_pe)
+        tokens, src = self.transformer(None, None, tokens, context)
         iou_token = tokens[:, 1]
         mask_tokens = tokens[:, 2 : 2 + self.num_mask_tokens]
 
