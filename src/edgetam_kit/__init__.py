@@ -7,6 +7,27 @@
     r = pred.predict(points=[[500, 375]], labels=[1])
 """
 
+import sys as _sys
+
+
+def _avoid_triton_llvm_clash() -> None:
+    """napari's canvas (Mesa OpenGL) loads Mesa's libLLVM; importing triton afterwards loads a
+    second LLVM and the process segfaults. timm -> torchvision -> torch._dynamo imports triton
+    when present. If an LLVM is already mapped into this process and triton is not yet
+    imported, hide triton (torch then runs without it: CPU inference and the CPU
+    torch.compile backend do not need it)."""
+    if not _sys.platform.startswith("linux") or "triton" in _sys.modules:
+        return
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            if "libLLVM" in maps.read():
+                _sys.modules["triton"] = None  # type: ignore[assignment]
+    except OSError:
+        pass
+
+
+_avoid_triton_llvm_clash()
+
 from .checkpoint import CheckpointError, load_model, save_model
 from .config import EdgeTamConfig, get_config
 from .hookspecs import CheckpointSpec, hookimpl

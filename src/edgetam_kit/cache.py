@@ -81,10 +81,15 @@ def weights_hash(model: torch.nn.Module, prefixes: Sequence[str] = ENCODER_TENSO
 
 def model_identity(model: EdgeTam) -> dict[str, Any]:
     """What of the model the image features depend on: input size, encoder config, encoder
-    weights, dtype."""
+    weights, dtype, and the runtime's autocast precision (bf16 features differ from fp32 ones;
+    the fp32 backends agree to ~1e-6 and share entries)."""
     cfg = model.config.to_dict()
-    return {"image_size": cfg["image_size"], "image_encoder": cfg["image_encoder"], "weights": weights_hash(model),
-            "dtype": str(model.dtype)}
+    ident = {"image_size": cfg["image_size"], "image_encoder": cfg["image_encoder"], "weights": weights_hash(model),
+             "dtype": str(model.dtype)}
+    precision = getattr(model.runtime, "precision", "fp32")
+    if precision != "fp32":  # fp32 signatures stay as they were, so existing caches remain valid
+        ident["precision"] = precision
+    return ident
 
 
 def image_signature(image: Any, model: EdgeTam, percentiles: Sequence[float], channels: Any,

@@ -208,17 +208,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- segment
-def load_checkpoint(source: str, device: str, config: str | None) -> "EdgeTam":
-    """``ek.load_model`` with errors that name --checkpoint (as the user typed it)."""
-    from . import load_model
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """--backend / --precision / --threads (see ``ek.optimize``)."""
+    p.add_argument("--backend", default="eager", metavar="NAME",
+                   help="inference runtime: eager (default), compiled (torch.compile), a plugin's, or none")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="fp32 (default) or autocast bf16/fp16 (fast only with native hardware support)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
 
+
+def load_checkpoint(source: str, device: str, config: str | None, runtime: argparse.Namespace | None = None) -> "EdgeTam":
+    """``ek.load_model`` with errors that name --checkpoint (as the user typed it); ``runtime``:
+    parsed --backend/--precision/--threads, when the command has them."""
+    from . import load_model
+    from .runtime import optimize
+
+    backend = getattr(runtime, "backend", "eager")
+    precision = getattr(runtime, "precision", "fp32")
+    threads = getattr(runtime, "threads", None)
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be an int >= 1, got {threads}")
     try:
-        return load_model(source, device=choose_device(device), config=config)
+        model = load_model(source, device=choose_device(device), config=config, backend="none")
     except (FileNotFoundError, ValueError) as exc:
         text = str(exc)
         if not text.startswith("source: "):
             raise
         raise type(exc)("--checkpoint: " + text.removeprefix("source: ")) from exc
+    try:
+        return optimize(model, backend=backend, precision=precision, threads=threads)
+    except ValueError as exc:
+        raise ValueError("--" + str(exc)) from exc  # "--backend must be one of ..."
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -234,7 +254,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if not points and not negatives and box is None:
         raise ValueError("give a prompt: at least one --point X,Y or a --box X0,Y0,X1,Y1")
     image = read_image(args.image)
-    pred = ImagePredictor(load_checkpoint(args.checkpoint, args.device, args.config))
+    pred = ImagePredictor(load_checkpoint(args.checkpoint, args.device, args.config, args))
     pred.set_image(image)
     coords = points + negatives
     r = pred.predict(points=coords or None, labels=[1] * len(points) + [0] * len(negatives) if coords else None,
@@ -365,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="the best mask: .png (0/255), .tif/.tiff (uint8 labels 0/1) or .npy (bool)")
+    add_runtime_args(p)
     p.set_defaults(func=cmd_segment)
 
     p = _sub(subs, "demo", "Segment a bundled example (scikit-image coins), write an overlay, print timings.",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import choose_device, load_checkpoint, read_image
+from .cli import add_runtime_args, choose_device, load_checkpoint, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".gif", ".mpg", ".mpeg")
@@ -74,7 +74,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
     exporter = found[args.format]
     files = image_files(args.source)
     out = Path(args.output)
-    model = load_checkpoint(args.checkpoint, args.device, args.config)
+    model = load_checkpoint(args.checkpoint, args.device, args.config, args)
     gen = AutoMaskGenerator(
         model, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
         pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
@@ -149,7 +149,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     cache = EmbeddingCache(args.output)
     n, frames = frames_of(args.source)
-    model = load_checkpoint(args.checkpoint, choose_device(args.device), args.config)
+    model = load_checkpoint(args.checkpoint, choose_device(args.device), args.config, args)
     pred = ImagePredictor(model, cache=cache, **_tiling(args))
     t0 = time.perf_counter()
     with _bar(n, "embedding", args.quiet, "frame") as bar:
@@ -185,6 +185,7 @@ def add_auto_parsers(subs: argparse._SubParsersAction, sub: Any, configs: list[s
     g.add_argument("--box-nms-thresh", type=float, default=0.7, metavar="X")
     g.add_argument("--crop-n-layers", type=int, default=0, metavar="N")
     g.add_argument("--min-mask-region-area", type=int, default=0, metavar="PX")
+    add_runtime_args(p)
     p.set_defaults(func=cmd_auto)
 
     p = sub(subs, "embed", "Precompute image embeddings into a cache folder (an image, a folder of images, a "
@@ -193,4 +194,5 @@ def add_auto_parsers(subs: argparse._SubParsersAction, sub: Any, configs: list[s
     p.add_argument("source", metavar="SOURCE", help="image, folder of images, TIFF stack or video file")
     p.add_argument("-o", "--output", required=True, metavar="CACHE", help="cache folder (created if missing)")
     _add_model_args(p, configs)
+    add_runtime_args(p)
     p.set_defaults(func=cmd_embed)

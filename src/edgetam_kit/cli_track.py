@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import choose_device, load_checkpoint, parse_numbers
+from .cli import add_runtime_args, choose_device, load_checkpoint, parse_numbers
 
 OUT_SUFFIXES = (".tif", ".tiff", ".zarr")
 
@@ -67,7 +67,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise ValueError(f"-o/--output must end with one of {', '.join(OUT_SUFFIXES)}, got {str(out)!r}")
     prompts = collect_prompts(args)
-    model = load_checkpoint(args.checkpoint, choose_device(args.device), args.config)
+    model = load_checkpoint(args.checkpoint, choose_device(args.device), args.config, args)
     source: Any = args.source
     if str(source).lower().endswith(".npy"):
         if not Path(source).is_file():
@@ -113,4 +113,5 @@ def add_track_parser(subs: argparse._SubParsersAction, sub, configs: list[str]) 
     p.add_argument("--max-memory-frames", type=int, default=None, help="memory frames attended (1-7, default 7)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="labels.tif / labels.tiff / labels.zarr")
+    add_runtime_args(p)
     p.set_defaults(func=cmd_track)

@@ -12,6 +12,9 @@ Coordinates are (x, y) pixels of the frame as given; boxes (x0, y0, x1, y1); mas
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +133,7 @@ class TrackingSession:
         self.frame_hw = (int(shape[1]), int(shape[2]))
         self.objects: dict[int, ObjectState] = {}
         self._cache: tuple[int, ImageFeatures] | None = None  # the last encoded frame only
+        self._source_lock = threading.Lock()
 
     # ------------------------------------------------------------------ prompts
     @property
@@ -224,17 +228,35 @@ class TrackingSession:
         return self._run(plan, progress, cancel)
 
     def _run(self, plan: list[tuple[int, bool]], progress: Any, cancel: Any) -> Iterator[tuple[int, list[int], np.ndarray]]:
-        for done, (frame, reverse) in enumerate(plan):
-            if is_cancelled(cancel):
-                raise Cancelled(f"propagation cancelled after {done} of {len(plan)} frames; the session is intact")
-            with inference(self.model):
-                logits = self._track_frame(frame, reverse)
-            yield frame, self.obj_ids, self._to_masks(logits)
-            report(progress, done + 1, len(plan))
+        # The next frame is read and normalised in a helper thread while this one is tracked
+        # (file reading and video decoding overlap the model); one frame ahead at most.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetam-prefetch") as pool:
+            ahead: tuple[int, Future] | None = None
+            try:
+                for done, (frame, reverse) in enumerate(plan):
+                    if is_cancelled(cancel):
+                        raise Cancelled(f"propagation cancelled after {done} of {len(plan)} frames; the session is intact")
+                    pixels = None
+                    if ahead is not None and ahead[0] == frame:
+                        pixels = ahead[1].result()  # re-raises a read error at the frame it belongs to
+                    elif self._cache is None or self._cache[0] != frame:
+                        pixels = self._pixels(frame)
+                    ahead = None
+                    if done + 1 < len(plan) and (self._cache is None or self._cache[0] != plan[done + 1][0]):
+                        nxt = plan[done + 1][0]
+                        ahead = (nxt, pool.submit(self._pixels, nxt))
+                    with inference(self.model):
+                        logits = self._track_frame(frame, reverse, pixels)
+                    yield frame, self.obj_ids, self._to_masks(logits)
+                    report(progress, done + 1, len(plan))
+            finally:
+                if ahead is not None:
+                    ahead[1].cancel()
 
-    def _track_frame(self, frame: int, reverse: bool) -> torch.Tensor:
-        """Track every object on ``frame``; returns low-res logits (n_obj, 1, 4E, 4E)."""
-        feats = self._features(frame)
+    def _track_frame(self, frame: int, reverse: bool, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """Track every object on ``frame``; returns low-res logits (n_obj, 1, 4E, 4E).
+        pixels: the frame's model input when already prepared (``_pixels``)."""
+        feats = self._features(frame, pixels)
         out = []
         for state in self.objects.values():
             if frame in state.conditioning:
@@ -313,19 +335,26 @@ class TrackingSession:
         return FrameMemory(tokens[0], pos[0], out.pointer[0], out.low_res_logits[0], float(out.object_score[0]))
 
     # ------------------------------------------------------------------ helpers
-    def _features(self, frame: int) -> ImageFeatures:
+    def _features(self, frame: int, pixels: torch.Tensor | None = None) -> ImageFeatures:
         if self._cache is not None and self._cache[0] == frame:
             return self._cache[1]
+        if pixels is None:
+            pixels = self._pixels(frame)
+        feats = self.model.encode_image(pixels, add_no_memory=False)
+        self._cache = (frame, feats)
+        return feats
+
+    def _pixels(self, frame: int) -> torch.Tensor:
+        """Frame ``frame`` read from the source and normalised: (1, 3, S, S) model input."""
         m = self.model
-        image = self.source.frame(frame)
+        with self._source_lock:  # the prefetch thread and the caller may both read
+            image = self.source.frame(frame)
         if tuple(image.shape[:2]) != self.frame_hw:
             raise ValueError(f"frame {frame} has shape {tuple(image.shape)}, but the source's frames are "
                              f"{self.frame_hw}; every frame must have the same size")
         rgb = to_unit_rgb(image, channels=self.tracker.channels, percentiles=self.tracker.percentiles,
                           name=f"frame {frame}")
-        feats = m.encode_image(to_model_input(rgb, m.config.image_size, m.device, m.dtype), add_no_memory=False)
-        self._cache = (frame, feats)
-        return feats
+        return to_model_input(rgb, m.config.image_size, m.device, m.dtype)
 
     def _to_masks(self, low_res: torch.Tensor) -> np.ndarray:
         """(N, 1, 4E, 4E) logits -> (N, H, W) bool at the source's frame size."""

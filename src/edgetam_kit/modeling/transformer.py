@@ -48,6 +48,55 @@ class Attention(nn.Module):
         return self.attend(*self.project(q, k, v))
 
 
+# The decoder's cross-attentions pair a few prompt tokens (N ~ 7) with many image tokens
+# (E*E = 4096). Projecting the 4096 image tokens (keys/values, or queries/outputs) costs
+# 4096 x C x C/2 multiply-adds each; moving the projections to the few tokens' side gives the
+# same attention with ~h*N columns instead. Exact algebra (the key bias adds a constant per
+# query row, which softmax ignores; value bias passes through since attention rows sum to 1);
+# only the float rounding order differs.
+def few_attend_to_many(attn: Attention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``attn(queries, keys, values)`` for queries (B, N, C) and many keys/values (B, M, C)
+    without projecting the keys or values. A batch-broadcast ``keys``/``values`` (stride 0,
+    one image for all prompts) is used as one matrix."""
+    b, n, _ = queries.shape
+    h = attn.num_heads
+    inner = attn.q_proj.out_features
+    d = inner // h
+    q = attn._heads(attn.q_proj(queries))  # (B, h, N, d)
+    a = (q @ attn.k_proj.weight.view(h, d, -1)) * d ** -0.5  # (B, h, N, Ckv): queries in key-input space
+    rows = a.reshape(b, h * n, -1)
+    if keys.shape[0] == 1 or keys.stride(0) == 0:  # one image for every prompt: one GEMM
+        probs = (rows.reshape(b * h * n, -1) @ keys[0].transpose(0, 1)).softmax(-1)
+        mixed = (probs @ values[0]).view(b, h, n, -1) if values.stride(0) == 0 or values.shape[0] == 1 else \
+            (probs.view(b, h * n, -1) @ values).view(b, h, n, -1)
+    else:
+        probs = (rows @ keys.transpose(1, 2)).softmax(-1)  # (B, h*N, M)
+        mixed = (probs @ values).view(b, h, n, -1)  # (B, h, N, Ckv): attention-weighted inputs
+    out = mixed @ attn.v_proj.weight.view(h, d, -1).transpose(1, 2) + attn.v_proj.bias.view(h, 1, d)
+    return attn.o_proj(out.transpose(1, 2).reshape(b, n, inner))
+
+
+def many_attend_to_few(attn: Attention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``attn(queries, keys, values)`` for many queries (B, M, C) and few keys/values (B, N, C)
+    without projecting the queries or the M outputs."""
+    b, m, c = queries.shape
+    n = keys.shape[1]
+    h = attn.num_heads
+    inner = attn.q_proj.out_features
+    d = inner // h
+    k = attn._heads(attn.k_proj(keys))  # (B, h, N, d)
+    v = attn._heads(attn.v_proj(values))  # (B, h, N, d)
+    kt = k.transpose(2, 3) * d ** -0.5  # (B, h, d, N)
+    wq = attn.q_proj.weight.view(h, d, c).transpose(1, 2)  # (h, C, d)
+    mq = (wq @ kt).permute(0, 2, 1, 3).reshape(b, c, h * n)  # (B, C, h*N)
+    cq = (attn.q_proj.bias.view(h, 1, d) @ kt).reshape(b, 1, h * n)  # (B, 1, h*N)
+    probs = torch.baddbmm(cq, queries, mq) if queries.stride(0) != 0 else queries @ mq + cq
+    probs = probs.view(b, m, h, n).softmax(-1).view(b, m, h * n)
+    wo = attn.o_proj.weight.view(-1, h, d).permute(1, 2, 0)  # (h, d, Cout)
+    u = (v @ wo).reshape(b, h * n, -1)  # (B, h*N, Cout): each key's value, already output-projected
+    return torch.baddbmm(attn.o_proj.bias.view(1, 1, -1), probs, u) if attn.o_proj.bias is not None else probs @ u
+
+
 class TwoWayBlock(nn.Module):
     """Self-attention on tokens, tokens->image, MLP on tokens, image->tokens."""
 
@@ -80,15 +129,19 @@ class TwoWayBlock(nn.Module):
 
         attn = self.cross_attn_token_to_image
         if image_kv is None:
-            image_kv = self.image_keys_values(image, image_pe)
-        tokens = self.layer_norm2(tokens + attn.attend(attn._heads(attn.q_proj(tokens + token_pe)), *image_kv))
+            update = few_attend_to_many(attn, tokens + token_pe, image + image_pe, image)
+        else:
+            update = attn.attend(attn._heads(attn.q_proj(tokens + token_pe)), *image_kv)
+        tokens = self.layer_norm2(tokens + update)
         tokens = self.layer_norm3(tokens + self.mlp(tokens))
 
         back = self.cross_attn_image_to_token
-        if image_q is None:
-            image_q = self.image_queries(image, image_pe)
         q = tokens + token_pe
-        image = self.layer_norm4(image + back.attend(image_q, back._heads(back.k_proj(q)), back._heads(back.v_proj(tokens))))
+        if image_q is None:
+            update = many_attend_to_few(back, image + image_pe, q, tokens)
+        else:
+            update = back.attend(image_q, back._heads(back.k_proj(q)), back._heads(back.v_proj(tokens)))
+        image = self.layer_norm4(image + update)
         return tokens, image
 
     def image_queries(self, image: torch.Tensor, image_pe: torch.Tensor) -> torch.Tensor:
@@ -128,8 +181,8 @@ class TwoWayTransformer(nn.Module):
             first = i == 0
             tokens, image = layer(tokens, image, token_pe, image_pe, context.first_kv if first else None,
                                   context.first_q if first else None)
-        q, k = tokens + token_pe, image + image_pe
-        tokens = self.layer_norm_final_attn(tokens + self.final_attn_token_to_image(q, k, image))
+        update = few_attend_to_many(self.final_attn_token_to_image, tokens + token_pe, image + image_pe, image)
+        tokens = self.layer_norm_final_attn(tokens + update)
         return tokens, image
 
     def image_context(self, image: torch.Tensor, image_pe: torch.Tensor) -> "ImageContext":
