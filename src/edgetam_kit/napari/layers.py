@@ -1,0 +1,98 @@
+"""Layer glue: the plane under the viewer's cursor, prompt layers, coordinate conversion.
+
+Works on napari layer objects (duck-typed: no napari import); used only by the widget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .work import LayerFrames
+
+POSITIVE, NEGATIVE = "positive", "negative"
+PROMPT_COLORS = {POSITIVE: "lime", NEGATIVE: "red"}
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """An image layer's array, seen as planes. spatial: shape without the RGB axis;
+    n_lead: axes before (H, W)."""
+
+    data: Any
+    rgb: bool
+    spatial: tuple[int, ...]
+
+    @classmethod
+    def of(cls, layer: Any) -> "ImageGeometry":
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        rgb = bool(layer.rgb)
+        spatial = tuple(int(s) for s in (data.shape[:-1] if rgb else data.shape))
+        return cls(data, rgb, spatial)
+
+    @property
+    def n_lead(self) -> int:
+        return len(self.spatial) - 2
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.spatial[-2], self.spatial[-1]
+
+    def plane(self, prefix: tuple[int, ...]) -> np.ndarray:
+        """(H, W[, C]) plane at leading indices ``prefix`` (reads only that plane)."""
+        return np.asarray(self.data[prefix])
+
+    def frames(self, prefix: tuple[int, ...]) -> LayerFrames:
+        """Frames along the last leading axis, other leading axes at ``prefix[:-1]``."""
+        return LayerFrames(self.data, prefix[:-1], self.rgb)
+
+
+def current_prefix(viewer: Any, layer: Any, geom: ImageGeometry) -> tuple[int, ...]:
+    """Leading indices of the plane the viewer shows for ``layer`` (clipped to the data)."""
+    if geom.n_lead == 0:
+        return ()
+    pos = layer.world_to_data(viewer.dims.point)
+    idx = np.round(np.asarray(pos[: geom.n_lead], dtype=float)).astype(int)
+    return tuple(int(np.clip(i, 0, s - 1)) for i, s in zip(idx, geom.spatial[: geom.n_lead]))
+
+
+def to_image_data(coords: np.ndarray, src: Any, image: Any) -> np.ndarray:
+    """(N, D) data coordinates of layer ``src`` -> (N, D) data coordinates of ``image``
+    (through world space, so each layer's scale and translate are honoured)."""
+    if len(coords) == 0:
+        return np.zeros((0, image.ndim), float)
+    return np.array([image.world_to_data(src.data_to_world(c)) for c in coords], dtype=float)
+
+
+def on_plane(coords: np.ndarray, prefix: tuple[int, ...]) -> np.ndarray:
+    """Bool (N,): which image-data coordinates lie on the plane ``prefix``."""
+    if len(coords) == 0:
+        return np.zeros(0, bool)
+    if not prefix:
+        return np.ones(len(coords), bool)
+    lead = np.round(coords[:, : len(prefix)]).astype(int)
+    return (lead == np.asarray(prefix)).all(axis=1)
+
+
+def spatial_kwargs(image: Any) -> dict[str, Any]:
+    """scale/translate of ``image`` for its non-RGB axes (for layers placed over it)."""
+    return {"scale": tuple(image.scale), "translate": tuple(image.translate)}
+
+
+def make_points_layer(viewer: Any, image: Any, ndim: int, name: str) -> Any:
+    return viewer.add_points(
+        np.zeros((0, ndim)), ndim=ndim, name=name, size=max(3.0, min(image.data.shape[-2:]) / 60),
+        features={"prompt": np.array([], dtype=object), "obj_id": np.array([], dtype=int)},
+        feature_defaults={"prompt": POSITIVE, "obj_id": 1},
+        face_color="prompt", face_color_cycle=PROMPT_COLORS, border_color="white", **spatial_kwargs(image))
+
+
+def make_shapes_layer(viewer: Any, image: Any, ndim: int, name: str) -> Any:
+    return viewer.add_shapes(ndim=ndim, name=name, face_color="transparent", edge_color="yellow",
+                             edge_width=max(1.0, min(image.data.shape[-2:]) / 300), **spatial_kwargs(image))
+
+
+def make_labels_layer(viewer: Any, image: Any, shape: tuple[int, ...], name: str, opacity: float) -> Any:
+    return viewer.add_labels(np.zeros(shape, np.uint32), name=name, opacity=opacity, **spatial_kwargs(image))
