@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import EdgeTamConfig
 from .image_encoder import ImageEncoder
 from .layers import FeedForward, RandomFourierEmbedding
-from .mask_decoder import MaskDecoder
+from .mask_decoder import MaskDecoder, high_res_tokens
 from .transformer import ImageContext
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
@@ -208,7 +208,9 @@ class EdgeTam(nn.Module):
         once per image and pass it to ``decode(context=...)`` for every click."""
         dense = self.prompt_encoder.embed_mask(None, len(features))
         pe = self.dense_pe() if image_pe is None else image_pe
-        return self.mask_decoder.transformer.image_context(features.embed + dense, pe)
+        context = self.mask_decoder.transformer.image_context(features.embed + dense, pe)
+        context.high_res_tokens = high_res_tokens(features.high_res)
+        return context
 
     # ------------------------------------------------------------------ video steps
     def _require_video(self) -> None:

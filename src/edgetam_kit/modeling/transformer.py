@@ -205,13 +205,16 @@ class ImageContext:
     image_pe: torch.Tensor
     first_kv: tuple[torch.Tensor, torch.Tensor]
     first_q: torch.Tensor
+    high_res_tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # mask_decoder.high_res_tokens
 
     def select(self, index: torch.Tensor) -> "ImageContext":
         """Rows ``index`` (one per object); a single image is broadcast without copies."""
         if self.image.shape[0] == 1:
             n = index.shape[0]
             ex = lambda t: t.expand(n, *t.shape[1:])  # noqa: E731
+            hr = None if self.high_res_tokens is None else tuple(ex(t) for t in self.high_res_tokens)
             return ImageContext(ex(self.image), ex(self.image_pe), (ex(self.first_kv[0]), ex(self.first_kv[1])),
-                                ex(self.first_q))
+                                ex(self.first_q), hr)
+        hr = None if self.high_res_tokens is None else tuple(t[index] for t in self.high_res_tokens)
         return ImageContext(self.image[index], self.image_pe[index], (self.first_kv[0][index], self.first_kv[1][index]),
-                            self.first_q[index])
+                            self.first_q[index], hr)

@@ -2,7 +2,7 @@
 tracked frame (real shape, random weights, ours only). The summary kept in
 benchmarks/README.md comes from this script.
 
-    python benchmarks/profile.py [--threads 2] [--backend eager|none] [--rows 8]
+    python benchmarks/profile_stages.py [--threads 2] [--backend eager|none] [--rows 8]
 
 For each stage: wall time (median of 3) and the operators with the most self CPU time.
 """
