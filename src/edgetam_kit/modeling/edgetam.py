@@ -194,7 +194,7 @@ class EdgeTam(nn.Module):
                 raise ValueError(f"context has {context.image.shape[0]} rows for {n} prompts")
             context = context.select(torch.zeros(n, dtype=torch.long, device=context.image.device))
         dense = None if context is not None else self.prompt_encoder.embed_mask(mask_logits, n)
-        if len(features) == 1 and n > 1:
+        if len(features) == 1 and n > 1 and context is None:  # with a context the rows come from it
             features = features.select(torch.zeros(n, dtype=torch.long, device=features.embed.device))
         masks, iou, tokens, obj = self.mask_decoder(
             features.embed, self.dense_pe() if image_pe is None else image_pe, features.high_res, sparse, dense,
