@@ -317,10 +317,9 @@ def load_model(
     ``edgetam``); HF folders carry their own. backend / precision: the inference runtime
     (``ek.optimize``; ``backend="none"`` runs the plain modules). Returns the model in eval mode.
     """
-    from .runtime import PRECISIONS
+    from .runtime import _parse_precision
 
-    if precision not in PRECISIONS:  # checked before any file is read
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    _parse_precision(precision)  # checked before any file is read
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a backend name (str), got {type(backend).__name__}")
     if not isinstance(source, (str, os.PathLike)):

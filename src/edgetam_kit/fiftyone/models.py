@@ -100,7 +100,33 @@ def to_detections(segments: Sequence[Segment], default_label: str | None = None)
     return fo.Detections(detections=dets)
 
 
-class EdgeTamImageModel(Model, SamplesMixin):
+class _EdgeTamFiftyOneModel(Model, SamplesMixin):
+    """What FiftyOne asks of both models: no FiftyOne-side batching, transforms or
+    preprocessing (the engine takes lists of images of any size itself), and the prompt field
+    from ``apply_model(prompt_field=...)`` or the config."""
+
+    @property
+    def ragged_batches(self) -> bool:
+        return False
+
+    @property
+    def transforms(self) -> None:
+        return None
+
+    @property
+    def preprocess(self) -> bool:
+        return False
+
+    @preprocess.setter
+    def preprocess(self, value: bool) -> None:
+        pass
+
+    @property
+    def prompt_field(self) -> str | None:
+        return _prompt_field(self.needs_fields, self.config.prompt_field)
+
+
+class EdgeTamImageModel(_EdgeTamFiftyOneModel):
     """Prompted (boxes/keypoints from ``prompt_field``) or automatic masks for image samples.
 
     checkpoint: what ``ek.load_model`` takes (name, HF folder, edgetam.pt, hub id); device: torch
@@ -129,26 +155,6 @@ class EdgeTamImageModel(Model, SamplesMixin):
     @property
     def media_type(self) -> str:
         return "image"
-
-    @property
-    def ragged_batches(self) -> bool:
-        return False  # predict_all takes lists of images of any size itself
-
-    @property
-    def transforms(self) -> None:
-        return None
-
-    @property
-    def preprocess(self) -> bool:
-        return False
-
-    @preprocess.setter
-    def preprocess(self, value: bool) -> None:
-        pass
-
-    @property
-    def prompt_field(self) -> str | None:
-        return _prompt_field(self.needs_fields, self.config.prompt_field)
 
     def predict(self, arg: np.ndarray, sample: Any = None):
         return self.predict_all([arg], [sample])[0]
@@ -260,7 +266,7 @@ def strip_frames(field_name: str | None, what: str = "prompt_field") -> str:
     return field_name[len("frames."):]
 
 
-class EdgeTamVideoModel(Model, SamplesMixin):
+class EdgeTamVideoModel(_EdgeTamFiftyOneModel):
     """Tracks the objects prompted on any frames of each video, both directions.
 
     checkpoint / device / model: as ``EdgeTamImageModel`` (the checkpoint must hold the video
@@ -282,26 +288,6 @@ class EdgeTamVideoModel(Model, SamplesMixin):
     @property
     def media_type(self) -> str:
         return "video"
-
-    @property
-    def ragged_batches(self) -> bool:
-        return False
-
-    @property
-    def transforms(self) -> None:
-        return None
-
-    @property
-    def preprocess(self) -> bool:
-        return False
-
-    @preprocess.setter
-    def preprocess(self, value: bool) -> None:
-        pass
-
-    @property
-    def prompt_field(self) -> str | None:
-        return _prompt_field(self.needs_fields, self.config.prompt_field)
 
     def predict(self, arg: Any, sample: Any = None) -> dict[int, Any]:
         """``arg``: FiftyOne's video reader (only its path is used) or a path; ``sample`` gives prompts."""
