@@ -76,25 +76,69 @@ def few_attend_to_many(attn: Attention, queries: torch.Tensor, keys: torch.Tenso
     return attn.o_proj(out.transpose(1, 2).reshape(b, n, inner))
 
 
-def many_attend_to_few(attn: Attention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``attn(queries, keys, values)`` for many queries (B, M, C) and few keys/values (B, N, C)
-    without projecting the queries or the M outputs."""
+def _output_values(attn: Attention, v: torch.Tensor) -> torch.Tensor:
+    """Per-head values (B, h, N, d) -> (B, h*N, Cout) already output-projected, with the
+    output bias spread over the heads (each head's attention row sums to 1, so the h rows
+    of a query add up to the bias once)."""
+    b, h, n, _ = v.shape
+    wo = attn.o_proj.weight.view(-1, h, v.shape[-1]).permute(1, 2, 0)  # (h, d, Cout)
+    u = (v @ wo).reshape(b, h * n, -1)
+    return u if attn.o_proj.bias is None else u + attn.o_proj.bias / h
+
+
+def many_attend_to_few(attn: Attention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                       residual: torch.Tensor | None = None, in_place: bool = False) -> torch.Tensor:
+    """``residual + attn(queries, keys, values)`` for many queries (B, M, C) and few
+    keys/values (B, N, C) without projecting the queries or the M outputs."""
     b, m, c = queries.shape
     n = keys.shape[1]
     h = attn.num_heads
     inner = attn.q_proj.out_features
     d = inner // h
     k = attn._heads(attn.k_proj(keys))  # (B, h, N, d)
-    v = attn._heads(attn.v_proj(values))  # (B, h, N, d)
     kt = k.transpose(2, 3) * d ** -0.5  # (B, h, d, N)
     wq = attn.q_proj.weight.view(h, d, c).transpose(1, 2)  # (h, C, d)
     mq = (wq @ kt).permute(0, 2, 1, 3).reshape(b, c, h * n)  # (B, C, h*N)
     cq = (attn.q_proj.bias.view(h, 1, d) @ kt).reshape(b, 1, h * n)  # (B, 1, h*N)
     probs = torch.baddbmm(cq, queries, mq) if queries.stride(0) != 0 else queries @ mq + cq
     probs = probs.view(b, m, h, n).softmax(-1).view(b, m, h * n)
-    wo = attn.o_proj.weight.view(-1, h, d).permute(1, 2, 0)  # (h, d, Cout)
-    u = (v @ wo).reshape(b, h * n, -1)  # (B, h*N, Cout): each key's value, already output-projected
-    return torch.baddbmm(attn.o_proj.bias.view(1, 1, -1), probs, u) if attn.o_proj.bias is not None else probs @ u
+    return _mix(probs, _output_values(attn, attn._heads(attn.v_proj(values))), residual, in_place)
+
+
+def queries_attend_to_few(attn: Attention, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                          residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``residual + attn(...)`` for many queries already projected, q: (B, M, inner)
+    (``TwoWayBlock.image_queries``), and few keys/values (B, N, C).
+
+    All heads' scores come from one product with a block-diagonal key matrix (inner, h*N)
+    (head i's keys in rows i*d..(i+1)*d, columns i*N..(i+1)*N), which lands them in the
+    (B, M, h*N) layout the value mixing needs; the M outputs are mixed from the N
+    output-projected values instead of being projected one by one."""
+    b, m, inner = q.shape
+    h = attn.num_heads
+    d = inner // h
+    k = attn._heads(attn.k_proj(keys)) * d ** -0.5  # (B, h, N, d)
+    n = k.shape[2]
+    eye = torch.eye(h, dtype=k.dtype, device=k.device)
+    blocks = (eye[None, :, None, :, None] * k.transpose(2, 3)[:, :, :, None, :]).reshape(b, inner, h * n)
+    scores = q @ blocks if q.stride(0) != 0 else (q[0] @ blocks.transpose(0, 1).reshape(inner, b * h * n)).view(
+        m, b, h * n).transpose(0, 1)
+    probs = scores.reshape(b, m, h, n).softmax(-1).view(b, m, h * n)
+    return _mix(probs, _output_values(attn, attn._heads(attn.v_proj(values))), residual)
+
+
+def _mix(probs: torch.Tensor, u: torch.Tensor, residual: torch.Tensor | None, in_place: bool = False) -> torch.Tensor:
+    """probs (B, M, h*N) @ u (B, h*N, Cout), plus ``residual`` (B, M, Cout) in the same pass
+    (``in_place``: the caller owns ``residual`` and it may be overwritten when no gradient
+    is recorded)."""
+    if residual is None:
+        return probs @ u
+    if residual.stride(0) == 0 and residual.shape[0] > 1:
+        residual = residual.contiguous()
+    if (in_place and not torch.is_grad_enabled() and residual.is_contiguous()
+            and not torch.is_autocast_enabled(residual.device.type)):
+        return residual.baddbmm_(probs, u)
+    return torch.baddbmm(residual, probs, u)
 
 
 class TwoWayBlock(nn.Module):
@@ -115,11 +159,12 @@ class TwoWayBlock(nn.Module):
     def forward(
         self, tokens: torch.Tensor, image: torch.Tensor, token_pe: torch.Tensor, image_pe: torch.Tensor,
         image_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        image_q: torch.Tensor | None = None,
+        image_q: torch.Tensor | None = None, owns_image: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_kv: the token->image keys and values of ``image`` (``image_keys_values``) and
         image_q: the image->token queries of ``image``, when the caller has them already
-        (in the first layer they depend on the image only)."""
+        (in the first layer they depend on the image only). owns_image: ``image`` is the
+        caller's own intermediate and may be overwritten (no gradient recorded)."""
         if self.skip_first_pe:
             tokens = self.self_attn(tokens, tokens, tokens)
         else:
@@ -128,8 +173,10 @@ class TwoWayBlock(nn.Module):
         tokens = self.layer_norm1(tokens)
 
         attn = self.cross_attn_token_to_image
+        keyed = None
         if image_kv is None:
-            update = few_attend_to_many(attn, tokens + token_pe, image + image_pe, image)
+            keyed = image + image_pe  # keys of both cross-attentions (the image does not change between them)
+            update = few_attend_to_many(attn, tokens + token_pe, keyed, image)
         else:
             update = attn.attend(attn._heads(attn.q_proj(tokens + token_pe)), *image_kv)
         tokens = self.layer_norm2(tokens + update)
@@ -138,16 +185,17 @@ class TwoWayBlock(nn.Module):
         back = self.cross_attn_image_to_token
         q = tokens + token_pe
         if image_q is None:
-            update = many_attend_to_few(back, image + image_pe, q, tokens)
+            keyed = image + image_pe if keyed is None else keyed
+            image = many_attend_to_few(back, keyed, q, tokens, residual=image, in_place=owns_image)
         else:
-            update = back.attend(image_q, back._heads(back.k_proj(q)), back._heads(back.v_proj(tokens)))
-        image = self.layer_norm4(image + update)
+            image = queries_attend_to_few(back, image_q, q, tokens, residual=image)
+        image = self.layer_norm4(image)
         return tokens, image
 
     def image_queries(self, image: torch.Tensor, image_pe: torch.Tensor) -> torch.Tensor:
-        """Per-head queries of the image->token attention for image tokens (B, HW, C)."""
+        """Queries (B, HW, inner) of the image->token attention for image tokens (B, HW, C)."""
         back = self.cross_attn_image_to_token
-        return back._heads(back.q_proj(image + image_pe))
+        return back.q_proj(image + image_pe)
 
     def image_keys_values(self, image: torch.Tensor, image_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-head keys and values of the token->image attention for image tokens (B, HW, C)."""
@@ -180,7 +228,7 @@ class TwoWayTransformer(nn.Module):
         for i, layer in enumerate(self.layers):
             first = i == 0
             tokens, image = layer(tokens, image, token_pe, image_pe, context.first_kv if first else None,
-                                  context.first_q if first else None)
+                                  context.first_q if first else None, owns_image=not first)
         update = few_attend_to_many(self.final_attn_token_to_image, tokens + token_pe, image + image_pe, image)
         tokens = self.layer_norm_final_attn(tokens + update)
         return tokens, image
@@ -189,8 +237,9 @@ class TwoWayTransformer(nn.Module):
         """The prompt-independent part of a decoder pass: flattened image tokens and their
         first-layer keys/values. image, image_pe: (B, C, H, W) (image_pe may have B = 1)."""
         b = image.shape[0]
-        flat = image.flatten(2).transpose(1, 2)
-        pe = image_pe.flatten(2).transpose(1, 2).expand(b, -1, -1)
+        # Contiguous (B, HW, C) rows: every prompt's pass reads them several times.
+        flat = image.flatten(2).transpose(1, 2).contiguous()
+        pe = image_pe.flatten(2).transpose(1, 2).contiguous().expand(b, -1, -1)
         first = self.layers[0]
         return ImageContext(flat, pe, first.image_keys_values(flat, pe), first.image_queries(flat, pe))
 
@@ -198,8 +247,8 @@ class TwoWayTransformer(nn.Module):
 @dataclass
 class ImageContext:
     """What a decoder pass needs from one image batch before any prompt: image tokens
-    (B, HW, C), their positional encoding (B, HW, C), first-layer keys/values and image
-    queries (B, h, HW, c)."""
+    (B, HW, C), their positional encoding (B, HW, C), first-layer keys/values
+    (B, h, HW, c) and image queries (B, HW, inner)."""
 
     image: torch.Tensor
     image_pe: torch.Tensor
