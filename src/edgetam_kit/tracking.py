@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .modeling import EdgeTam, ImageFeatures
 from .modeling.edgetam import TrackOutput
+from .modeling.memory_attention import FramePrefix
 from .predictor import _check_inside, _float_array
 from .progress import Cancelled, is_cancelled, report
 from .sources import FrameSource, open_source
@@ -258,11 +259,14 @@ class TrackingSession:
         pixels: the frame's model input when already prepared (``_pixels``)."""
         feats = self._features(frame, pixels)
         out = []
+        tracked = [s for s in self.objects.values() if frame not in s.conditioning]
+        # the first memory-attention steps do not depend on the object: once per frame
+        prefix = self.model.condition_prefix(feats.embed) if len(tracked) > 1 else None
         for state in self.objects.values():
             if frame in state.conditioning:
                 out.append(state.conditioning[frame].low_res)
                 continue
-            conditioned = self._condition(state, frame, feats.embed, reverse)
+            conditioned = self._condition(state, frame, feats.embed, reverse, prefix=prefix)
             res = self.model.track_decode(conditioned, feats.high_res, None, None, None, multimask=True)
             mem = self._memory(feats.embed, res, binarize=False)
             state.remember(frame, mem, self.tracker.max_memory_frames - 1, self.model.config.memory.max_object_pointers)
@@ -290,8 +294,9 @@ class TrackingSession:
         return {t: cond[t] for t in chosen}, {t: m for t, m in cond.items() if t not in chosen}
 
     def _condition(self, state: ObjectState, frame: int, raw: torch.Tensor, reverse: bool,
-                   exclude: int | None = None) -> torch.Tensor:
-        """Memory-attend ``raw`` (1, C, E, E) to the object's bank as seen from ``frame``."""
+                   exclude: int | None = None, prefix: FramePrefix | None = None) -> torch.Tensor:
+        """Memory-attend ``raw`` (1, C, E, E) to the object's bank as seen from ``frame``
+        (prefix: ``model.condition_prefix(raw)``, when several objects share the frame)."""
         m = self.model
         mem_cfg = m.config.memory
         tpos = m.memory_temporal_positional_encoding  # (num_maskmem, 1, 1, 64)
@@ -328,7 +333,7 @@ class TrackingSession:
             n_ptr_tokens = ptr.shape[0]
         memory = torch.cat(tokens)[None]
         memory_pos = torch.cat(pos)[None]
-        return m.condition(raw, memory, memory_pos, num_frames, n_ptr_tokens)
+        return m.condition(raw, memory, memory_pos, num_frames, n_ptr_tokens, prefix=prefix)
 
     def _memory(self, raw: torch.Tensor, out: TrackOutput, binarize: bool) -> FrameMemory:
         tokens, pos = self.model.encode_memory(raw, out.high_res_logits, binarize, out.object_score)

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from ..config import EdgeTamConfig
 from .image_encoder import ImageEncoder
 from .layers import FeedForward, RandomFourierEmbedding
-from .mask_decoder import MaskDecoder, high_res_tokens
+from .mask_decoder import MaskDecoder
 from .transformer import ImageContext
-from .memory_attention import MemoryAttention
+from .memory_attention import FramePrefix, MemoryAttention
 from .memory_encoder import MemoryEncoder
 from .perceiver import SpatialPerceiver
 from .position_encoding import sine_encoding
@@ -209,7 +209,7 @@ class EdgeTam(nn.Module):
         dense = self.prompt_encoder.embed_mask(None, len(features))
         pe = self.dense_pe() if image_pe is None else image_pe
         context = self.mask_decoder.transformer.image_context(features.embed + dense, pe)
-        context.high_res_tokens = high_res_tokens(features.high_res)
+        context.high_res_tokens = self.mask_decoder.skip_tokens(features.high_res)
         return context
 
     # ------------------------------------------------------------------ video steps
@@ -225,10 +225,17 @@ class EdgeTam(nn.Module):
         e = self.config.embedding_size
         return sine_encoding(e, e, self.config.mask_decoder.dim, device=self.device).to(self.dtype)
 
+    def condition_prefix(self, raw: torch.Tensor) -> FramePrefix:
+        """The memory-independent start of ``condition`` for one frame (raw: (1, C, E, E)),
+        to pass to ``condition(prefix=...)`` for every object tracked on that frame."""
+        self._require_video()
+        return self.memory_attention.prefix(raw, self.frame_pos())
+
     def condition(self, raw: torch.Tensor, memory: torch.Tensor | None, memory_pos: torch.Tensor | None,
-                  num_frames: int, num_pointer_tokens: int) -> torch.Tensor:
+                  num_frames: int, num_pointer_tokens: int, prefix: FramePrefix | None = None) -> torch.Tensor:
         """Frame features conditioned on the memory bank; with no memory (an initial prompted
-        frame) the no-memory embedding is added instead. raw: (B, C, E, E)."""
+        frame) the no-memory embedding is added instead. raw: (B, C, E, E). prefix:
+        ``condition_prefix(raw)``, shared by the objects of one frame (same result)."""
         if memory is None:
             return raw + self.no_memory_embedding.reshape(1, -1, 1, 1)
         self._require_video()
@@ -236,7 +243,9 @@ class EdgeTam(nn.Module):
         attend = self.memory_attention
         if self.runtime is not None and self.runtime.memory_attention is not None:
             attend = self.runtime.memory_attention
-        return attend(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens)
+        if prefix is None:
+            return attend(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens)
+        return attend(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens, prefix=prefix)
 
     def track_decode(
         self,

@@ -17,13 +17,16 @@ from .layers import FeedForward, LayerNorm2d
 from .transformer import ImageContext, TwoWayTransformer
 
 
-def high_res_tokens(high_res: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def high_res_tokens(high_res: tuple[torch.Tensor, torch.Tensor],
+                    biases: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The decoder's skip features in the token layout of ``MaskDecoder.upscale_masks``:
     s0 (B, C/8, 4E, 4E) -> (B, E*E, 4, 4, C/8), s1 (B, C/4, 2E, 2E) -> (B, E*E, 4, C/4).
-    A batch-broadcast input (stride 0, one image for every prompt) is arranged once."""
+    ``biases`` (C/8,), (C/4,) are added per channel (the transposed convolutions' biases, so
+    that their products can accumulate onto these). A batch-broadcast input (stride 0, one
+    image for every prompt) is arranged once."""
     s0, s1 = high_res
     out = []
-    for t, levels in ((s0, 2), (s1, 1)):
+    for t, levels, bias in ((s0, 2, None if biases is None else biases[0]), (s1, 1, None if biases is None else biases[1])):
         n = t.shape[0]
         one = t[:1] if n > 1 and t.stride(0) == 0 else t
         bb, c, hh, ww = one.shape
@@ -33,6 +36,8 @@ def high_res_tokens(high_res: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.
             v = one.view(bb, c, e_h, 2, 2, e_w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1).reshape(bb, e_h * e_w, 4, 4, c)
         else:  # rows 2i + di, columns 2j + dj
             v = one.view(bb, c, e_h, 2, e_w, 2).permute(0, 2, 4, 3, 5, 1).reshape(bb, e_h * e_w, 4, c)
+        if bias is not None:
+            v = v + bias
         out.append(v.expand(n, *v.shape[1:]) if one is not t else v)
     return out[0], out[1]
 
@@ -87,7 +92,7 @@ class MaskDecoder(nn.Module):
         mask_tokens = tokens[:, 2 : 2 + self.num_mask_tokens]
 
         hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1)
-        s0_t, s1_t = context.high_res_tokens if context.high_res_tokens is not None else high_res_tokens(high_res)
+        s0_t, s1_t = context.high_res_tokens if context.high_res_tokens is not None else self.skip_tokens(high_res)
         masks = self.upscale_masks(src, s0_t, s1_t, hyper, h, w)
         iou = self.iou_prediction_head(iou_token)
         obj_score = self.pred_obj_score_head(tokens[:, 0])
@@ -100,6 +105,25 @@ class MaskDecoder(nn.Module):
             masks, iou = masks[:, :1], iou[:, :1]
         return masks, iou, mask_tokens[:, :1], obj_score
 
+    def skip_tokens(self, high_res: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``high_res_tokens`` with the upscaling convolutions' biases added: what
+        ``upscale_masks`` accumulates its two products onto. Prompt-independent (once per image)."""
+        return high_res_tokens(high_res, (self.upscale_conv2.bias, self.upscale_conv1.bias))
+
+    def _token_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transposed convolutions' weights as (C_in, 4*C_out) matrices, columns ordered
+        (di, dj, c_out); rebuilt only when the weights change (new tensor, in-place update, .to())."""
+        c1, c2 = self.upscale_conv1.weight, self.upscale_conv2.weight
+        key = (c1.data_ptr(), c1._version, c2.data_ptr(), c2._version, c1.dtype, c1.device)
+        cached = getattr(self, "_token_weight_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                mats = (c1.permute(0, 2, 3, 1).reshape(c1.shape[0], -1).contiguous(),
+                        c2.permute(0, 2, 3, 1).reshape(c2.shape[0], -1).contiguous())
+            cached = (key, mats)
+            self._token_weight_cache = cached
+        return cached[1]
+
     def upscale_masks(self, src: torch.Tensor, s0_t: torch.Tensor, s1_t: torch.Tensor, hyper: torch.Tensor,
                       h: int, w: int) -> torch.Tensor:
         """The two stride-2 transposed convolutions, the skip features and the hypernetwork
@@ -108,21 +132,24 @@ class MaskDecoder(nn.Module):
         A 2x2 / stride-2 transposed convolution maps each input pixel to its own 2x2 output
         block: a matrix product per token. Keeping the tokens (B, HW, ...) with the sub-pixel
         offsets as extra axes avoids NCHW round trips; only the K masks are put back in image
-        order at the end. Equal to the NCHW computation up to float rounding.
-        src: (B, HW, C); s1_t: (B|1, HW, 4, C/4); s0_t: (B|1, HW, 4, 4, C/8) (``high_res_tokens``);
+        order at the end. Each product accumulates onto the skip features (which carry the
+        convolution's bias). Equal to the NCHW computation up to float rounding.
+        src: (B, HW, C); s1_t: (B|1, HW, 4, C/4); s0_t: (B|1, HW, 4, 4, C/8) (``skip_tokens``);
         hyper: (B, K, C/8). Returns (B, K, 4h, 4w).
         """
-        b = src.shape[0]
-        c1, c2 = self.upscale_conv1, self.upscale_conv2
-        w1 = c1.weight.permute(0, 2, 3, 1).reshape(c1.in_channels, -1)  # (C, 4*C/4), columns (di, dj, co)
-        y = torch.addmm(c1.bias.repeat(4), src.reshape(-1, src.shape[-1]), w1).view(b, h * w, 4, -1)
+        b, hw, c = src.shape
+        w1, w2 = self._token_weights()
+        if self.training or torch.is_grad_enabled():  # weights must stay in the autograd graph
+            c1, c2 = self.upscale_conv1.weight, self.upscale_conv2.weight
+            w1 = c1.permute(0, 2, 3, 1).reshape(c1.shape[0], -1)
+            w2 = c2.permute(0, 2, 3, 1).reshape(c2.shape[0], -1)
+        y = torch.baddbmm(s1_t.reshape(s1_t.shape[0], hw, -1), src, w1.expand(b, *w1.shape)).view(b, hw, 4, -1)
         ln = self.upscale_layer_norm
-        y = F.gelu(F.layer_norm(y + s1_t, (y.shape[-1],), ln.weight, ln.bias, ln.eps))
-        w2 = c2.weight.permute(0, 2, 3, 1).reshape(c2.in_channels, -1)  # (C/4, 4*C/8)
-        z = torch.addmm(c2.bias.repeat(4), y.reshape(-1, y.shape[-1]), w2).view(b, h * w, 4, 4, -1)
-        z = F.gelu(z + s0_t)  # (B, HW, 4, 4, C/8): token, first 2x2 offset, second 2x2 offset
+        y = F.gelu(F.layer_norm(y, (y.shape[-1],), ln.weight, ln.bias, ln.eps))
+        z = torch.baddbmm(s0_t.reshape(s0_t.shape[0], hw * 4, -1), y.view(b, hw * 4, -1), w2.expand(b, *w2.shape))
+        z = F.gelu(z).view(b, hw * 16, -1)  # (B, HW*16, C/8): token, first 2x2 offset, second 2x2 offset
         k = hyper.shape[1]
-        m = torch.bmm(z.view(b, h * w * 16, -1), hyper.transpose(1, 2))  # (B, HW*16, K)
+        m = torch.bmm(z, hyper.transpose(1, 2))  # (B, HW*16, K)
         # (i, j, di1, dj1, di2, dj2) -> row 4i + 2di1 + di2, column 4j + 2dj1 + dj2
         m = m.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return m.reshape(b, k, 4 * h, 4 * w)

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -35,18 +37,44 @@ class MemoryAttentionLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, rope: "RopeTables",
                 num_frames: int, num_pointer_tokens: int) -> torch.Tensor:
+        x = self.attend_self(x, rope)
+        x = self.attend_memory(x, self.memory_queries(x, rope), memory, memory_pos, rope, num_frames, num_pointer_tokens)
+        return self.feed_forward(x)
+
+    def attend_self(self, x: torch.Tensor, rope: "RopeTables") -> torch.Tensor:
+        """x (B, HW, C) plus its rotary self-attention (memory-independent)."""
         h = self.layer_norm1(x)
         q, k, v = self.self_attn.project(h, h, h)
         q, k = apply_rope(q, *rope.query), apply_rope(k, *rope.query)
-        x = x + self.self_attn.attend(q, k, v)
+        return x + self.self_attn.attend(q, k, v)
 
-        h = self.layer_norm2(x)
-        q, k, v = self.cross_attn_image.project(h, memory + memory_pos, memory)
-        q = apply_rope(q, *rope.query)
+    def memory_queries(self, x: torch.Tensor, rope: "RopeTables") -> torch.Tensor:
+        """Rotated per-head queries (B, heads, HW, d) of the cross-attention to the memory."""
+        attn = self.cross_attn_image
+        return apply_rope(attn._heads(attn.q_proj(self.layer_norm2(x))), *rope.query)
+
+    def attend_memory(self, x: torch.Tensor, q: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
+                      rope: "RopeTables", num_frames: int, num_pointer_tokens: int) -> torch.Tensor:
+        """x plus the attention of its queries ``q`` (``memory_queries``) to the memory bank."""
+        attn = self.cross_attn_image
+        k, v = attn._heads(attn.k_proj(memory + memory_pos)), attn._heads(attn.v_proj(memory))
         k = _rope_memory_keys(k, rope.key, num_frames, num_pointer_tokens)
-        x = x + self.cross_attn_image.attend(q, k, v)
+        if q.shape[0] != k.shape[0]:  # one frame's queries shared by every object
+            q = q.expand(k.shape[0], *q.shape[1:])
+        return x + attn.attend(q, k, v)
 
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlp(self.layer_norm3(x))
+
+
+@dataclass
+class FramePrefix:
+    """The memory-independent start of memory attention for one frame, shared by every
+    object tracked on it: the tokens after the first layer's self-attention (1, HW, C) and
+    that layer's rotated queries to the memory (1, heads, HW, d)."""
+
+    tokens: torch.Tensor
+    queries: torch.Tensor
 
 
 def _rope_memory_keys(k: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor], num_frames: int,
@@ -88,13 +116,29 @@ class MemoryAttention(nn.Module):
             self._tables[key] = RopeTables(self.head_dim, side, self.key_side, self.rope_theta, device)
         return self._tables[key]
 
-    def forward(self, current: torch.Tensor, current_pos: torch.Tensor, memory: torch.Tensor,
-                memory_pos: torch.Tensor, num_frames: int, num_pointer_tokens: int) -> torch.Tensor:
-        """current, current_pos: (B, C, E, E); memory, memory_pos: (B, M, mem_dim) with
-        M = num_frames * 512 + num_pointer_tokens. Returns the conditioned map (B, C, E, E)."""
-        b, c, h, w = current.shape
+    def prefix(self, current: torch.Tensor, current_pos: torch.Tensor) -> FramePrefix:
+        """``FramePrefix`` of a frame: current, current_pos (1, C, E, E)."""
         x = (current + 0.1 * current_pos).flatten(2).transpose(1, 2)
+        rope = self.tables(current.shape[-2], current.device)
+        first = self.layers[0]
+        x = first.attend_self(x, rope)
+        return FramePrefix(x, first.memory_queries(x, rope))
+
+    def forward(self, current: torch.Tensor, current_pos: torch.Tensor, memory: torch.Tensor,
+                memory_pos: torch.Tensor, num_frames: int, num_pointer_tokens: int,
+                prefix: FramePrefix | None = None) -> torch.Tensor:
+        """current, current_pos: (B, C, E, E); memory, memory_pos: (B, M, mem_dim) with
+        M = num_frames * 512 + num_pointer_tokens. prefix: ``prefix(current, current_pos)``
+        computed once for the frame (B objects on one frame share it). Returns the
+        conditioned map (B, C, E, E)."""
+        b, c, h, w = current.shape
         rope = self.tables(h, current.device)
-        for layer in self.layers:
+        if prefix is None:
+            prefix = self.prefix(current, current_pos)
+        first, *rest = self.layers
+        x = prefix.tokens.expand(b, -1, -1) if prefix.tokens.shape[0] != b else prefix.tokens
+        x = first.feed_forward(first.attend_memory(x, prefix.queries, memory, memory_pos, rope, num_frames,
+                                                   num_pointer_tokens))
+        for layer in rest:
             x = layer(x, memory, memory_pos, rope, num_frames, num_pointer_tokens)
         return self.layer_norm(x).transpose(1, 2).reshape(b, c, h, w)

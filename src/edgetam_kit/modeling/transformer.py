@@ -254,7 +254,7 @@ class ImageContext:
     image_pe: torch.Tensor
     first_kv: tuple[torch.Tensor, torch.Tensor]
     first_q: torch.Tensor
-    high_res_tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # mask_decoder.high_res_tokens
+    high_res_tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # MaskDecoder.skip_tokens
 
     def select(self, index: torch.Tensor) -> "ImageContext":
         """Rows ``index`` (one per object); a single image is broadcast without copies."""
