@@ -268,8 +268,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def demo_model(checkpoint: str | None, config: str | None, device: str) -> tuple["EdgeTam", bool]:
-    """(model, is_random): the checkpoint if it loads, else random weights with a one-line notice."""
+    """(model, is_random): the checkpoint if it loads, else random weights with a one-line notice.
+    Either way the model runs on the default (eager) runtime, as ``load_model`` gives it."""
     from . import build_random_model
+    from .runtime import optimize
 
     if checkpoint:
         try:
@@ -280,7 +282,7 @@ def demo_model(checkpoint: str | None, config: str | None, device: str) -> tuple
         why = "no --checkpoint given"
     print(f"No real EdgeTAM weights are available here ({why}); running with RANDOM weights, "
           "so the masks are meaningless.")
-    return build_random_model(config or "edgetam").to(choose_device(device)), True
+    return optimize(build_random_model(config or "edgetam").to(choose_device(device))), True
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
