@@ -52,6 +52,25 @@ def test_load_model_uses_eager_backend_by_default(tiny_folder: Path) -> None:
     assert plain.runtime.backend == "none" and plain.runtime.encoder is None
 
 
+def test_fused_pointwise_kernels_and_their_fallbacks() -> None:
+    """cpu_fusion's fused conv+GELU and conv+residual equal the plain ops, on the oneDNN path
+    (float32 CPU) and on the fallback (float64, autocast)."""
+    from edgetam_kit.cpu_fusion import conv_add, conv_gelu
+
+    torch.manual_seed(0)
+    c1, c2 = torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 8, 1)
+    x = torch.randn(2, 8, 12, 10).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = x + c2(torch.nn.functional.gelu(c1(x)))
+        got = conv_add(conv_gelu(x, c1), c2, x)
+        assert _close(got, want, 1e-5)
+        c1d, c2d = c1.double(), c2.double()
+        assert _close(conv_add(conv_gelu(x.double(), c1d), c2d, x.double()), want.double(), 1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got_bf16 = conv_add(conv_gelu(x.float(), c1.float()), c2.float(), x.float())
+        assert _close(got_bf16.float(), want, 5e-2)
+
+
 @pytest.mark.parametrize("preset", ["tiny", pytest.param("edgetam", marks=pytest.mark.real_shape)])
 def test_folded_encoder_matches_plain_modules(preset: str, images: dict[str, np.ndarray]) -> None:
     model = ek.build_random_model(preset, seed=5, video=False)
@@ -59,6 +78,7 @@ def test_folded_encoder_matches_plain_modules(preset: str, images: dict[str, np.
     ek.optimize(model)
     fast = _features(model, images["astronaut"])
     assert model.runtime.encoder.compose  # EdgeTAM: levels 0/1 have no top-down path
+    assert model.runtime.encoder.fused_blocks > 0  # GELU/residual fused into the convs (cpu_fusion)
     assert _close(fast.embed, plain.embed) and _close(fast.high_res[0], plain.high_res[0])
     assert _close(fast.high_res[1], plain.high_res[1])
     assert fast.embed.is_contiguous() and fast.high_res[0].is_contiguous()

@@ -90,18 +90,24 @@ class FoldedEncoder(nn.Module):
 
     - RepViT's BatchNorms and RepVGG branches are folded into single convs (timm's ``fuse``);
     - the trunk and neck run channels-last (faster oneDNN convolutions on CPU);
+    - ``fuse_pointwise``: each block's GELU and residual add run inside its 1x1 convolutions
+      on CPU (``cpu_fusion``; torch.compile does its own fusion, so the compiled backend
+      turns this off);
     - FPN levels 0 and 1 have no top-down input in EdgeTAM, so their 1x1 lateral conv and
       the decoder's 1x1 projection are composed into one conv: the 256-channel 256x256 map
       is never made.
     Equal to the plain modules up to float rounding (~1e-6 relative).
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, fuse_pointwise: bool = True) -> None:
         super().__init__()
         from timm.utils.model import reparameterize_model
 
+        from .cpu_fusion import fuse_repvit
+
         enc = model.vision_encoder
         self.trunk = reparameterize_model(copy.deepcopy(enc.backbone.timm_model).eval(), inplace=True)
+        self.fused_blocks = fuse_repvit(self.trunk) if fuse_pointwise else 0
         self.lateral = copy.deepcopy(enc.neck.convs)  # lateral[n - 1 - level], coarsest first
         self.top_down = set(enc.neck.top_down_levels)
         self.n = len(self.lateral)
@@ -143,11 +149,13 @@ def _parse_precision(precision: str) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
-def prepare_eager(model: Any, precision: str = "fp32") -> Runtime:
-    enc = FoldedEncoder(model)
-    return Runtime("eager", encoder=enc, autocast=_parse_precision(precision), modules=[enc],
-                   notes=["RepViT BatchNorm/RepVGG folded", "encoder channels-last",
-                          "FPN 1x1 laterals composed with the decoder's s0/s1 projections"])
+def prepare_eager(model: Any, precision: str = "fp32", fuse_pointwise: bool = True) -> Runtime:
+    enc = FoldedEncoder(model, fuse_pointwise=fuse_pointwise)
+    notes = ["RepViT BatchNorm/RepVGG folded", "encoder channels-last",
+             "FPN 1x1 laterals composed with the decoder's s0/s1 projections"]
+    if enc.fused_blocks:
+        notes.append(f"GELU and residual adds fused into the 1x1 convolutions on CPU ({enc.fused_blocks} modules)")
+    return Runtime("eager", encoder=enc, autocast=_parse_precision(precision), modules=[enc], notes=notes)
 
 
 def _compiler_available() -> bool:
@@ -157,7 +165,7 @@ def _compiler_available() -> bool:
 
 
 def prepare_compiled(model: Any, precision: str = "fp32") -> Runtime:
-    rt = prepare_eager(model, precision)
+    rt = prepare_eager(model, precision, fuse_pointwise=False)
     enc = rt.encoder
     rt.encoder = torch.compile(enc, dynamic=False)
     if getattr(model, "has_video", False):
