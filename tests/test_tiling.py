@@ -169,7 +169,7 @@ def exact_decoder(labels: np.ndarray):
                 c = comps[min(int(py), h - 1), min(int(px), w - 1)]
                 if c:
                     out[k, 0], iou[k] = low[c], 0.95
-            return torch.from_numpy(out), torch.from_numpy(iou)
+            return torch.from_numpy(out), torch.from_numpy(iou), np.arange(len(points))
 
         return decode
 

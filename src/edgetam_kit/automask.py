@@ -47,7 +47,7 @@ OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
 EDGE_TOLERANCE = 20.0  # pixels: a box this close to a crop edge counts as cut by it
 _UPSCALE_CHUNK = 32  # masks upsampled at once (bounds memory: chunk x crop pixels x 4 bytes)
 
-Decoder = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+Decoder = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, np.ndarray]]
 
 
 # ----------------------------------------------------------------------------- grids and crops
@@ -453,12 +453,16 @@ class AutoMaskGenerator:
     # ------------------------------------------------------------------ the core
     def _decoder_for(self, features: ImageFeatures, image_pe: torch.Tensor | None, box: Sequence[int],
                      region_hw: tuple[int, int]) -> Decoder:
-        """A function: points (B, 2) in region pixels -> (low-res logits (B, K, 4E, 4E), IoU (B, K)),
-        all B single-point prompts in one decoder call."""
+        """A function: points (B, 2) in region pixels -> (low-res logits (R, K, 4E, 4E), IoU
+        (R, K), the R prompts' rows in the batch), all B single-point prompts in one decoder
+        call. With a predicted-IoU filter and several masks per point, only the points with a
+        mask above ``pred_iou_thresh`` get masks (R <= B): the others would be dropped by
+        that filter, and the IoU head does not need the masks."""
         model = self.model
         size = model.config.image_size
         h, w = region_hw
         multimask = self.multimask_output
+        min_iou = self.pred_iou_thresh if multimask and self.pred_iou_thresh > 0.0 else None
         with inference(model):  # image tokens and first-layer keys/values: once per region
             context = model.image_context(features, image_pe)
 
@@ -473,8 +477,10 @@ class AutoMaskGenerator:
             feats = ImageFeatures(features.embed.expand(n, -1, -1, -1),
                                   tuple(h.expand(n, -1, -1, -1) for h in features.high_res))
             with inference(model):
-                out = model.decode(feats, coords, labels, None, multimask, image_pe=image_pe, context=context)
-            return out.low_res_logits.float().cpu(), out.iou.float().cpu()
+                out = model.decode(feats, coords, labels, None, multimask, image_pe=image_pe, context=context,
+                                   min_iou=min_iou)
+            rows = np.arange(n) if out.rows is None else out.rows.cpu().numpy()
+            return out.low_res_logits.float().cpu(), out.iou[rows].float().cpu(), rows
 
         return decode
 
@@ -486,8 +492,8 @@ class AutoMaskGenerator:
             if start and is_cancelled(cancel):
                 raise Cancelled(f"generate cancelled after {counter.done} of {counter.total} batches")
             batch = points[start:start + self.points_per_batch]
-            logits, iou = decode(batch)
-            parts.append(self._filter_batch(logits, iou, batch, box, crop, image_box))
+            logits, iou, rows = decode(batch)
+            parts.append(self._filter_batch(logits, iou, batch[rows], box, crop, image_box))
             counter.step()
         return MaskRecords.cat(parts)
 

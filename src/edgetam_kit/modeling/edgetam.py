@@ -54,12 +54,15 @@ class DecoderOutput:
 
     low_res_logits: (N, K, 4E, 4E); iou: (N, K) predicted IoU; object_score: (N,) logits
     (> 0 means an object is present); mask_tokens: (N, K, C).
+    rows: None, or (decoded with ``min_iou``) the indices (R,) of the prompts that have masks;
+    then low_res_logits is (R, K, 4E, 4E), row j belonging to prompt rows[j].
     """
 
     low_res_logits: torch.Tensor
     iou: torch.Tensor
     object_score: torch.Tensor
     mask_tokens: torch.Tensor
+    rows: torch.Tensor | None = None
 
 
 @dataclass
@@ -165,6 +168,7 @@ class EdgeTam(nn.Module):
         multimask: bool = True,
         image_pe: torch.Tensor | None = None,
         context: ImageContext | None = None,
+        min_iou: float | None = None,
     ) -> DecoderOutput:
         """Decode N objects against ``features`` (N images, or 1 image shared by all).
 
@@ -173,7 +177,9 @@ class EdgeTam(nn.Module):
         The padding point the network was trained with is appended here. ``image_pe`` is
         ``dense_pe()``, passed in by callers that decode many prompts per image. ``context``:
         ``image_context(features)`` with one row per object (or one for all), reused across
-        prompts without a mask; ignored when ``mask_logits`` is given.
+        prompts without a mask; ignored when ``mask_logits`` is given. ``min_iou`` (with
+        ``multimask``): make masks only for prompts with a predicted IoU above it (see
+        ``DecoderOutput.rows``); for callers that drop the other masks anyway.
         """
         if coords is not None:
             n = coords.shape[0]
@@ -196,11 +202,11 @@ class EdgeTam(nn.Module):
         dense = None if context is not None else self.prompt_encoder.embed_mask(mask_logits, n)
         if len(features) == 1 and n > 1 and context is None:  # with a context the rows come from it
             features = features.select(torch.zeros(n, dtype=torch.long, device=features.embed.device))
-        masks, iou, tokens, obj = self.mask_decoder(
+        masks, iou, tokens, obj, rows = self.mask_decoder(
             features.embed, self.dense_pe() if image_pe is None else image_pe, features.high_res, sparse, dense,
-            multimask, context,
+            multimask, context, min_iou,
         )
-        return DecoderOutput(masks, iou, obj.squeeze(-1), tokens)
+        return DecoderOutput(masks, iou, obj.squeeze(-1), tokens, rows)
 
     def image_context(self, features: ImageFeatures, image_pe: torch.Tensor | None = None) -> ImageContext:
         """The prompt-independent part of decoding ``features`` without a mask prompt (image

@@ -42,6 +42,16 @@ def high_res_tokens(high_res: tuple[torch.Tensor, torch.Tensor],
     return out[0], out[1]
 
 
+def _accumulate(base: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``base + x @ w`` for x (B, R, I), w (I, O), base (B|1, R, O) (possibly a batch-broadcast
+    view): one matrix product over all B*R rows, the base added in the same pass when B = 1."""
+    b, r, i = x.shape
+    if b == 1:
+        return torch.addmm(base.reshape(r, -1), x.reshape(r, i), w).view(1, r, -1)
+    out = torch.mm(x.reshape(b * r, i), w).view(b, r, -1)
+    return out.add_(base)
+
+
 class MaskDecoder(nn.Module):
     def __init__(self, cfg: MaskDecoderConfig) -> None:
         super().__init__()
@@ -75,12 +85,17 @@ class MaskDecoder(nn.Module):
         dense: torch.Tensor | None,
         multimask: bool,
         context: ImageContext | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        min_iou: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """image_embed, dense: (B, C, E, E); image_pe: (1, C, E, E); high_res: (B, C/8, 4E, 4E),
         (B, C/4, 2E, 2E); sparse: (B, N, C). All batch dims already equal B.
 
         context: ``image_context(image_embed + dense, image_pe)`` computed earlier (rows
-        matching B); then ``dense`` is not used."""
+        matching B); then ``dense`` is not used.
+        min_iou (multimask only): masks are made only for the prompts with at least one
+        predicted IoU above it (the IoU head does not need the masks); the last output then
+        lists those prompts' rows and the masks have one row per listed prompt. Otherwise
+        the last output is None and every prompt has masks."""
         b = sparse.shape[0]
         out_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight], 0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse.to(out_tokens.dtype)], dim=1)
@@ -93,17 +108,22 @@ class MaskDecoder(nn.Module):
 
         hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1)
         s0_t, s1_t = context.high_res_tokens if context.high_res_tokens is not None else self.skip_tokens(high_res)
-        masks = self.upscale_masks(src, s0_t, s1_t, hyper, h, w)
         iou = self.iou_prediction_head(iou_token)
         obj_score = self.pred_obj_score_head(tokens[:, 0])
+        rows = None
+        if multimask and min_iou is not None:
+            rows = (iou[:, 1:].amax(-1) > min_iou).nonzero().squeeze(1)
+            src, hyper = src[rows], hyper[rows]
+            s0_t, s1_t = (t if t.shape[0] == 1 or t.stride(0) == 0 else t[rows] for t in (s0_t, s1_t))
+        masks = self.upscale_masks(src, s0_t, s1_t, hyper, h, w)
 
         if multimask:
-            return masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:], obj_score
+            return masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:], obj_score, rows
         if self.cfg.dynamic_multimask_via_stability and not self.training:
             masks, iou = self._pick_stable(masks, iou)
         else:
             masks, iou = masks[:, :1], iou[:, :1]
-        return masks, iou, mask_tokens[:, :1], obj_score
+        return masks, iou, mask_tokens[:, :1], obj_score, None
 
     def skip_tokens(self, high_res: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``high_res_tokens`` with the upscaling convolutions' biases added: what
@@ -143,10 +163,10 @@ class MaskDecoder(nn.Module):
             c1, c2 = self.upscale_conv1.weight, self.upscale_conv2.weight
             w1 = c1.permute(0, 2, 3, 1).reshape(c1.shape[0], -1)
             w2 = c2.permute(0, 2, 3, 1).reshape(c2.shape[0], -1)
-        y = torch.baddbmm(s1_t.reshape(s1_t.shape[0], hw, -1), src, w1.expand(b, *w1.shape)).view(b, hw, 4, -1)
+        y = _accumulate(s1_t.reshape(s1_t.shape[0], hw, -1), src, w1).view(b, hw, 4, -1)
         ln = self.upscale_layer_norm
         y = F.gelu(F.layer_norm(y, (y.shape[-1],), ln.weight, ln.bias, ln.eps))
-        z = torch.baddbmm(s0_t.reshape(s0_t.shape[0], hw * 4, -1), y.view(b, hw * 4, -1), w2.expand(b, *w2.shape))
+        z = _accumulate(s0_t.reshape(s0_t.shape[0], hw * 4, -1), y.view(b, hw * 4, -1), w2)
         z = F.gelu(z).view(b, hw * 16, -1)  # (B, HW*16, C/8): token, first 2x2 offset, second 2x2 offset
         k = hyper.shape[1]
         m = torch.bmm(z, hyper.transpose(1, 2))  # (B, HW*16, K)

@@ -133,8 +133,8 @@ def _mix(probs: torch.Tensor, u: torch.Tensor, residual: torch.Tensor | None, in
     is recorded)."""
     if residual is None:
         return probs @ u
-    if residual.stride(0) == 0 and residual.shape[0] > 1:
-        residual = residual.contiguous()
+    if residual.stride(0) == 0 and residual.shape[0] > 1:  # one image for every prompt
+        return torch.bmm(probs, u).add_(residual)
     if (in_place and not torch.is_grad_enabled() and residual.is_contiguous()
             and not torch.is_autocast_enabled(residual.device.type)):
         return residual.baddbmm_(probs, u)
