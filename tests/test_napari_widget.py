@@ -178,6 +178,69 @@ def test_zstack_propagates_both_ways_and_cancel_leaves_layers_consistent(viewer_
     assert widget.undo()  # then the cancelled one
 
 
+def test_activity_dock_cancel_stops_propagation_and_leaves_layers_consistent(viewer_widget, qtbot, model) -> None:
+    """napari's own cancel of a thread worker (the activity dock / task status cancel callback is
+    ``worker.quit``) stops a propagation after the frame in progress, like the Cancel button."""
+    viewer, widget = viewer_widget
+    (layer,) = viewer.open_sample(PLUGIN, "cells-zstack")
+    widget.set_image_layer(layer)
+    viewer.dims.set_point(0, 4 * layer.scale[0])
+    click(widget, qtbot, (4, 128, 100))
+    session = ek.VideoTracker(model).start(layer.data)
+    session.add_prompt(4, 1, points=[[100, 128]], labels=[1])
+    expect = {z: masks[0] for z, _ids, masks in session.propagate("both")}
+
+    clicked = widget.current_layer.data.copy()  # committed by propagate
+    applied: list[int] = []
+    worker = widget.propagate("both")
+    worker.yielded.connect(lambda item: isinstance(item, w.FrameResult) and (applied.append(item.frame),
+                                                                                worker.quit()))
+    run(qtbot, widget, worker)
+    assert worker.abort_requested and not widget._cancel.is_set()  # napari's quit, not our Cancel
+    out = widget.output_layer
+    assert 1 <= len(applied) < 9 and applied[0] == 4
+    assert "cancelled" in widget.status.text()
+    assert widget.propagate_button.isEnabled() and not widget.cancel_button.isEnabled()
+    for z in range(9):  # frames written are whole (the engine's masks), the others untouched
+        np.testing.assert_array_equal(out.data[z], expect[z].astype(np.uint32) if z in applied or z == 4 else 0)
+    assert widget.undo()  # the cancelled propagation is one undo step: the committed click stays
+    np.testing.assert_array_equal(out.data, clicked)
+    assert widget.undo() and not out.data.any()  # then the commit
+
+
+def test_mask_write_touches_only_changed_pixels_and_an_unchanged_prompt_is_not_decoded(viewer_widget, qtbot) -> None:
+    from napari.layers import Labels
+
+    from edgetam_kit.napari.layers import write_object_mask
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 4, size=(2, 40, 50)).astype(np.uint32)
+    before = data.copy()
+    labels = Labels(data)
+    old = data[1] == 2
+    new = rng.random((40, 50)) < 0.3
+    assert write_object_mask(labels, (1,), old, new, 2) == int((old != new).sum())
+    expect = before[1].copy()
+    expect[old & ~new] = 0  # object 2 leaves these pixels
+    expect[new] = 2  # and covers these, over other labels
+    np.testing.assert_array_equal(labels.data[1], expect)
+    np.testing.assert_array_equal(labels.data[0], before[0])
+    assert write_object_mask(labels, (1,), new, new, 2) == 0
+
+    viewer, widget = viewer_widget
+    (layer,) = viewer.open_sample(PLUGIN, "cells-2d")
+    widget.set_image_layer(layer)
+    click(widget, qtbot, (300, 250))
+    calls: list[int] = []
+    predict = widget.state.predictor.predict
+    widget.state.predictor.predict = lambda **kw: (calls.append(1), predict(**kw))[1]
+    shown = widget.current_layer.data.copy()
+    widget.segment()  # the same prompt again (e.g. another object's prompt changed): no decode
+    assert calls == [] and np.array_equal(widget.current_layer.data, shown)
+    click(widget, qtbot, (100, 80), negative=True)  # a changed prompt is decoded
+    assert calls == [1]
+
+
 def test_uint16_scaled_float_dask_and_rgb_channel_layers_place_labels_correctly(viewer_widget, qtbot, model) -> None:
     viewer, widget = viewer_widget
     from skimage import data

@@ -43,6 +43,15 @@ def test_make_prompt_converts_row_col_to_xy_drops_outside_and_clips_box() -> Non
         w.make_prompt([[1, 1]], [True, False], None, (50, 100))
 
 
+def test_same_prompt() -> None:
+    a = w.make_prompt([[10, 20]], [True], [[2, 5], [40, 30]], (50, 100))
+    assert a.same_as(w.make_prompt([[10, 20]], [True], [[40, 30], [2, 5]], (50, 100)))  # same box
+    assert not a.same_as(w.make_prompt([[10, 20]], [False], [[2, 5], [40, 30]], (50, 100)))  # label
+    assert not a.same_as(w.make_prompt([[10, 21]], [True], [[2, 5], [40, 30]], (50, 100)))  # point
+    assert not a.same_as(w.make_prompt([[10, 20]], [True], None, (50, 100)))  # no box
+    assert not a.same_as(w.make_prompt([[10, 20], [1, 1]], [True, True], [[2, 5], [40, 30]], (50, 100)))
+
+
 def test_guess_mode() -> None:
     assert w.guess_mode((64, 64), False) == "2D"
     assert w.guess_mode((64, 64), True) == "2D"

@@ -1,6 +1,9 @@
 """napari plugin for edgetam-kit: one dock widget, sample data.
 
-napari, Qt and magicgui are imported only by ``widget`` (the dock widget); ``work`` holds the
-long-running steps as plain generators and ``_sample_data`` the sample images, both napari-free.
-The npe2 manifest is ``edgetam_kit/napari.yaml``.
+Qt is imported only by ``widget`` (the dock widget and its controls; napari is imported lazily).
+The widget's behaviour is split by concern: ``prompts`` (click -> mask), ``edits`` (commit,
+clear, undo), ``tasks`` (work in thread workers, through ``runner``); ``state`` holds what it
+remembers, ``layers`` the layer glue. ``work`` holds the long-running steps as plain generators
+and ``_sample_data`` the sample images, both napari-free. The npe2 manifest is
+``edgetam_kit/napari.yaml``.
 """

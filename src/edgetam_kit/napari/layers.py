@@ -96,3 +96,22 @@ def make_shapes_layer(viewer: Any, image: Any, ndim: int, name: str) -> Any:
 
 def make_labels_layer(viewer: Any, image: Any, shape: tuple[int, ...], name: str, opacity: float) -> Any:
     return viewer.add_labels(np.zeros(shape, np.uint32), name=name, opacity=opacity, **spatial_kwargs(image))
+
+
+def write_object_mask(layer: Any, prefix: tuple[int, ...], old: np.ndarray, new: np.ndarray, value: int) -> int:
+    """Make ``new`` the mask of label ``value`` in plane ``prefix`` of a Labels ``layer``, given
+    its current mask ``old`` (both (H, W) bool): the pixels where they differ become ``value``
+    (``new`` True) or 0, in one partial update (napari's ``data_setitem``: only those pixels are
+    written and only their bounding box is redrawn). Returns the number of pixels written.
+
+    The changed pixels are found as flat positions (``np.flatnonzero`` and ``divmod``), about ten
+    times faster than a 2D ``np.nonzero`` for the ~10^5 pixels a click can change."""
+    changed = np.flatnonzero(old != new)
+    if changed.size == 0:
+        return 0
+    rows, cols = np.divmod(changed, old.shape[1])
+    index = tuple(np.full(changed.size, p, np.intp) for p in prefix) + (rows, cols)
+    dtype = layer.data.dtype
+    values = new.reshape(-1)[changed].astype(dtype) * dtype.type(value)
+    layer.data_setitem(index, values)
+    return int(changed.size)

@@ -90,6 +90,13 @@ class ObjectPrompt:
         """One point and no box is ambiguous: ask for 3 masks and keep the best."""
         return len(self.points) == 1 and self.box is None
 
+    def same_as(self, other: "ObjectPrompt") -> bool:
+        """True when ``other`` has the same points, labels and box."""
+        if (self.box is None) != (other.box is None):
+            return False
+        return (np.array_equal(self.points, other.points) and np.array_equal(self.labels, other.labels)
+                and (self.box is None or np.array_equal(self.box, other.box)))
+
     def engine_args(self) -> dict[str, Any]:
         return {"points": self.points if len(self.points) else None,
                 "labels": self.labels if len(self.points) else None,
