@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 import edgetam_kit as ek
 from edgetam_kit.automask import (
@@ -313,3 +314,24 @@ def test_bad_model_and_image(tiny_refs) -> None:
         gen.generate(np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(TypeError, match="image must be a numpy array"):
         gen.generate("cells.png")
+
+
+def test_iou_prefilter_makes_only_the_masks_that_pass(tiny_refs, amg_images) -> None:
+    """decode(min_iou=t) makes masks only for prompts with a predicted IoU above t, equal to
+    those of a full decode; with no prompt passing, the generator returns nothing."""
+    model = ek.load_model(tiny_refs.hf_folder)
+    pred = ek.ImagePredictor(model)
+    pred.set_image(amg_images["square"])
+    size = model.config.image_size
+    coords = torch.as_tensor(point_grid(6) * size, dtype=torch.float32)[:, None, :]
+    labels = torch.ones(len(coords), 1, dtype=torch.long)
+    with torch.inference_mode():
+        full = model.decode(pred.features, coords, labels, None, True)
+        t = float(full.iou.amax(-1).median())
+        part = model.decode(pred.features, coords, labels, None, True, min_iou=t)
+    want = (full.iou.amax(-1) > t).nonzero().squeeze(1)
+    assert 0 < len(want) < len(coords) and torch.equal(part.rows, want)
+    assert torch.allclose(part.low_res_logits, full.low_res_logits[want], atol=1e-4)
+    assert torch.equal(part.iou, full.iou)
+    gen = AutoMaskGenerator(model, **dict(SETTINGS, points_per_side=6, pred_iou_thresh=1.0))
+    assert gen.generate(amg_images["square"]) == []

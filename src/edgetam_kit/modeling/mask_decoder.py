@@ -48,7 +48,7 @@ def _accumulate(base: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.T
     b, r, i = x.shape
     if b == 1:
         return torch.addmm(base.reshape(r, -1), x.reshape(r, i), w).view(1, r, -1)
-    out = torch.mm(x.reshape(b * r, i), w).view(b, r, -1)
+    out = torch.mm(x.reshape(b * r, i), w).view(b, r, w.shape[1])
     return out.add_(base)
 
 
@@ -115,7 +115,10 @@ class MaskDecoder(nn.Module):
             rows = (iou[:, 1:].amax(-1) > min_iou).nonzero().squeeze(1)
             src, hyper = src[rows], hyper[rows]
             s0_t, s1_t = (t if t.shape[0] == 1 or t.stride(0) == 0 else t[rows] for t in (s0_t, s1_t))
-        masks = self.upscale_masks(src, s0_t, s1_t, hyper, h, w)
+        if src.shape[0]:
+            masks = self.upscale_masks(src, s0_t, s1_t, hyper, h, w)
+        else:  # no prompt passed min_iou
+            masks = src.new_zeros(0, hyper.shape[1], 4 * h, 4 * w)
 
         if multimask:
             return masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:], obj_score, rows
