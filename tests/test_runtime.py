@@ -207,6 +207,22 @@ def test_compiled_backend_matches_eager(tiny_folder: Path, images: dict[str, np.
     assert model.runtime.backend == "compiled"
     compiled = _features(model, images["astronaut"])
     assert _close(compiled.embed, eager.embed, 1e-3)
+    # tracking two objects: the compiled memory attention gets the frame's shared prefix
+    from edgetam_kit.sources import SyntheticSource
+
+    src = SyntheticSource(3, 120, 160, seed=1)
+    frames = np.stack([src.frame(i) for i in range(3)])
+    runs = []
+    for m in (ek.load_model(tiny_folder), model):
+        s = ek.VideoTracker(m).start(frames)
+        s.add_prompt(0, 1, points=[src.center(0)])
+        s.add_prompt(0, 2, points=[[20, 20]])
+        runs.append([masks for _, _, masks in s.propagate()])
+    for a, b in zip(*runs):
+        assert a.shape == b.shape == (2, 120, 160)
+        for k in range(2):
+            union = (a[k] | b[k]).sum()
+            assert union == 0 or (a[k] & b[k]).sum() / union >= 0.99
 
 
 def test_bench_table_and_cli_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -8,8 +8,10 @@ the kernels torch.compile's CPU backend emits): exact erf GELU as a post-op of t
 conv, the residual as a post-op sum of the second. Same arithmetic per element; only the
 rounding of the fused steps may differ (~1e-6 relative).
 
-Each fused module falls back to the plain ops when the kernel cannot run: a non-CPU device, a
-dtype other than float32, autocast active, or a PyTorch built without oneDNN.
+The memory attention's ReLU MLP uses the same idea for its two linear layers (``linear_relu``,
+``linear_add``). Each fused step falls back to the plain ops when the kernel cannot run: a
+non-CPU device, a dtype other than float32, autocast active, a PyTorch built without oneDNN,
+or inside torch.compile (which does its own fusion).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 
 
 def _fusable(x: torch.Tensor, conv: nn.Conv2d) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
             and not (torch.is_grad_enabled() and conv.weight.requires_grad))
 
@@ -42,6 +44,30 @@ def conv_add(x: torch.Tensor, conv: nn.Conv2d, residual: torch.Tensor) -> torch.
         return residual + conv(x)
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, residual, conv.weight, conv.bias, *_geometry(conv), "add", None, None, [], None)
+
+
+def _fusable_linear(x: torch.Tensor, lin: nn.Linear) -> bool:
+    # torch.compile fuses on its own (and its lowering of these kernels wants constant weights)
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32 and lin.weight.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
+            and not torch.is_grad_enabled())
+
+
+def linear_relu(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+    """``F.relu(lin(x))`` for x (..., in) in one oneDNN call when possible."""
+    if not _fusable_linear(x, lin):
+        return F.relu(lin(x))
+    y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), lin.weight, lin.bias, "relu", [], "")
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def linear_add(x: torch.Tensor, lin: nn.Linear, residual: torch.Tensor) -> torch.Tensor:
+    """``residual + lin(x)`` (``residual`` shaped like the output) in one oneDNN call when possible."""
+    if not _fusable_linear(x, lin) or residual.dtype != torch.float32:
+        return residual + lin(x)
+    y = torch.ops.mkldnn._linear_pointwise.binary(x.reshape(-1, x.shape[-1]), residual.reshape(-1, residual.shape[-1]),
+                                                  lin.weight, lin.bias, "add")
+    return y.view(residual.shape)
 
 
 class FusedMlpResidual(nn.Module):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
+from ..cpu_fusion import linear_add, linear_relu
 from .position_encoding import apply_rope, axial_rope
 from .transformer import Attention
 
@@ -21,7 +21,11 @@ class _ReluMLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.relu(self.up_proj(x)))
+        return self.down_proj(linear_relu(x, self.up_proj))
+
+    def residual(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``x + self(h)``, the ReLU and the add fused into the linear layers on CPU float32."""
+        return linear_add(linear_relu(h, self.up_proj), self.down_proj, x.contiguous())
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -64,7 +68,7 @@ class MemoryAttentionLayer(nn.Module):
         return x + attn.attend(q, k, v)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(self.layer_norm3(x))
+        return self.mlp.residual(x, self.layer_norm3(x))
 
 
 @dataclass
