@@ -168,19 +168,24 @@ def _progress(ctx, what, every_s=1.0):
     return report
 
 
+def _label_images(ctx, view, p, **model_options):
+    """Images of ``view`` labelled by an ``EdgeTamImageModel`` built with ``model_options``."""
+    from edgetam_kit.fiftyone import EdgeTamImageModel, label_images
+    from edgetam_kit.fiftyone.models import cached_model
+
+    model = EdgeTamImageModel(checkpoint=p.checkpoint, model=cached_model(p.checkpoint, p.device), device=p.device,
+                              **model_options)
+    return label_images(view, model, p.label_field, prompt_field=model_options.get("prompt_field"),
+                        output_dir=p.output_dir, skip_existing=p.skip_existing, batch_size=p.batch_size,
+                        shard=p.shard or 0, num_shards=p.num_shards, progress=_progress(ctx, "images"))
+
+
 class SegmentWithPrompts(_EdgeTamOperator):
     NAME = "segment_with_prompts"
     LABEL = "EdgeTAM: segment with prompts"
 
     def run(self, ctx, view, p):
-        from edgetam_kit.fiftyone import EdgeTamImageModel, label_images
-        from edgetam_kit.fiftyone.models import cached_model
-
-        model = EdgeTamImageModel(checkpoint=p.checkpoint, model=cached_model(p.checkpoint, p.device), device=p.device,
-                                  prompt_field=p.prompt_field)
-        return label_images(view, model, p.label_field, prompt_field=p.prompt_field, output_dir=p.output_dir,
-                            skip_existing=p.skip_existing, batch_size=p.batch_size, shard=p.shard or 0,
-                            num_shards=p.num_shards, progress=_progress(ctx, "images"))
+        return _label_images(ctx, view, p, prompt_field=p.prompt_field)
 
 
 class AutoSegment(_EdgeTamOperator):
@@ -188,14 +193,7 @@ class AutoSegment(_EdgeTamOperator):
     LABEL = "EdgeTAM: segment everything"
 
     def run(self, ctx, view, p):
-        from edgetam_kit.fiftyone import EdgeTamImageModel, label_images
-        from edgetam_kit.fiftyone.models import cached_model
-
-        model = EdgeTamImageModel(checkpoint=p.checkpoint, model=cached_model(p.checkpoint, p.device), device=p.device, mode="auto",
-                                  auto=p.auto)
-        return label_images(view, model, p.label_field, output_dir=p.output_dir, skip_existing=p.skip_existing,
-                            batch_size=p.batch_size, shard=p.shard or 0, num_shards=p.num_shards,
-                            progress=_progress(ctx, "images"))
+        return _label_images(ctx, view, p, mode="auto", auto=p.auto)
 
 
 class TrackObjects(_EdgeTamOperator):
