@@ -161,11 +161,12 @@ class MaskDecoder(nn.Module):
         hyper: (B, K, C/8). Returns (B, K, 4h, 4w).
         """
         b, hw, c = src.shape
-        w1, w2 = self._token_weights()
         if self.training or torch.is_grad_enabled():  # weights must stay in the autograd graph
             c1, c2 = self.upscale_conv1.weight, self.upscale_conv2.weight
             w1 = c1.permute(0, 2, 3, 1).reshape(c1.shape[0], -1)
             w2 = c2.permute(0, 2, 3, 1).reshape(c2.shape[0], -1)
+        else:
+            w1, w2 = self._token_weights()
         y = _accumulate(s1_t.reshape(s1_t.shape[0], hw, -1), src, w1).view(b, hw, 4, -1)
         ln = self.upscale_layer_norm
         y = F.gelu(F.layer_norm(y, (y.shape[-1],), ln.weight, ln.bias, ln.eps))
