@@ -71,6 +71,22 @@ def test_fused_pointwise_kernels_and_their_fallbacks() -> None:
         assert _close(got_bf16.float(), want, 5e-2)
 
 
+def test_softmax_over_few_tokens_equals_torch_softmax() -> None:
+    """The decoder's short-row softmax equals torch's, for large logits too (no overflow), and
+    keeps the autograd graph when a gradient is recorded."""
+    from edgetam_kit.modeling.transformer import softmax_few
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 300, 8, 9) * torch.tensor([1.0, 50.0, 500.0]).repeat_interleave(100).view(1, 300, 1, 1)
+    with torch.inference_mode():
+        assert torch.allclose(softmax_few(x.clone()), x.softmax(-1), atol=1e-6)
+    leaf = x[:1, :5].clone().requires_grad_(True)
+    (softmax_few(leaf) * torch.arange(9.0)).sum().backward()
+    ref = leaf.detach().clone().requires_grad_(True)
+    (ref.softmax(-1) * torch.arange(9.0)).sum().backward()
+    assert torch.allclose(leaf.grad, ref.grad, atol=1e-6)
+
+
 @pytest.mark.parametrize("preset", ["tiny", pytest.param("edgetam", marks=pytest.mark.real_shape)])
 def test_folded_encoder_matches_plain_modules(preset: str, images: dict[str, np.ndarray]) -> None:
     model = ek.build_random_model(preset, seed=5, video=False)
