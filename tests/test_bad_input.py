@@ -73,6 +73,7 @@ CASES = [
     ("empty_prompt", lambda p, c: p.predict(), ValueError, r"prompt.*points, a box or a mask_input"),
     ("multimask_type", lambda p, c: p.predict(points=[[5, 5]], multimask="yes"), TypeError, r"multimask.*True or False"),
     ("image_index_range", lambda p, c: p.predict(points=[[5, 5]], image_index=3), ValueError, r"image_index.*\[0, 0\]"),
+    ("best_only_type", lambda p, c: p.predict(points=[[5, 5]], best_only=1), TypeError, r"best_only.*True or False"),
     ("batch_length_mismatch", lambda p, c: p.predict_batch(points=[[[1, 1]], [[2, 2]]], labels=[[1]]), ValueError,
      r"labels has 1 entries.*one per object"),
     ("batch_not_list", lambda p, c: p.predict_batch(points=5), TypeError, r"points must be a list"),

@@ -66,6 +66,11 @@ def test_prompt_parity(engines: Engines, case: str, multimask: bool) -> None:
     assert_match(ours, engines.original.run(0, **kw, multimask=multimask), f"original/{case}")
     ours_hf = engines.ours_hf.predict(**kw, multimask=multimask, image_index=0)
     assert_match(ours_hf, engines.hf.run(0, **kw, multimask=multimask), f"hf/{case}")
+    # best_only: the best candidate alone (only its mask is upscaled), up to float rounding
+    best = engines.ours_pt.predict(**kw, multimask=multimask, image_index=0, best_only=True)
+    assert best.masks.shape == (1, 480, 640)
+    assert iou(best.masks[0], ours.masks[ours.best]) >= 0.9999 and best.scores[0] == ours.scores[ours.best]
+    np.testing.assert_allclose(best.logits[0], ours.logits[ours.best], atol=1e-5)
 
 
 def test_mask_input_refinement(engines: Engines) -> None:

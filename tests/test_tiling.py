@@ -121,9 +121,15 @@ def test_point_near_a_tile_border_equals_an_untiled_crop(tiled, tiny_model, scen
     np.testing.assert_allclose(r.scores, ref.scores, atol=1e-6)
     np.testing.assert_allclose(r.logits, ref.logits, atol=1e-5)
     assert 0 < ref.masks.mean() < 1  # non-trivial
-    # the same object in a batch gets the same mask
+    best = tiled.predict(points=point, labels=[1], best_only=True)
+    assert best.masks.shape == (1, H, W) and best.scores[0] == r.scores[r.best]
+    assert (best.masks[0] != r.masks[r.best]).sum() <= 1e-4 * r.masks[r.best].sum()
+    # the same object in a batch gets the same mask, up to float rounding (the batch's GEMMs
+    # may round differently; a pixel whose logit is within ~1e-6 of 0 may flip)
     rb = tiled.predict_batch(points=[point, [[2600.0, 800.0]]], labels=[[1], [1]], multimask=True)
-    assert np.array_equal(rb[0].masks, r.masks)
+    for k in range(3):
+        assert (rb[0].masks[k] != r.masks[k]).sum() <= 1e-4 * r.masks[k].sum()
+    np.testing.assert_allclose(rb[0].logits, r.logits, atol=1e-4)
 
 
 def test_box_across_tiles_is_stitched(tiled) -> None:

@@ -43,6 +43,10 @@ class Prediction:
         """Index of the mask with the highest predicted IoU."""
         return int(np.argmax(self.scores))
 
+    def only(self, k: int) -> "Prediction":
+        """This prediction with candidate ``k`` alone (K = 1)."""
+        return Prediction(self.masks[k:k + 1], self.scores[k:k + 1], self.logits[k:k + 1], self.object_score)
+
 
 @dataclass
 class _Prompt:
@@ -248,20 +252,26 @@ class ImagePredictor:
         mask_input: Any = None,
         multimask: bool = True,
         image_index: int = 0,
+        best_only: bool = False,
     ) -> Prediction:
         """Segment one object.
 
         points: (P, 2) (x, y) pixels; labels: (P,) 1/0 (default: all 1); box: (4,)
         x0, y0, x1, y1; mask_input: (1, 4E, 4E) or (4E, 4E) logits from a previous
         ``Prediction.logits[k]``; multimask: 3 candidate masks (True) or 1.
+        best_only: keep only the candidate with the highest predicted IoU (K = 1); only its
+        mask is upsampled to the image's size, which is what an interactive click shows.
         """
+        if not isinstance(best_only, bool):
+            raise TypeError(f"best_only must be True or False, got {best_only!r}")
         if self._grid is not None:
             if image_index != 0:
                 raise ValueError(f"image_index must be 0 for a tiled image (one image is set), got {image_index!r}")
             obj = {"points": points, "labels": labels, "box": box, "mask_input": mask_input}
-            return tiled_predict(self, [obj], multimask, [""])[0]
+            r = tiled_predict(self, [obj], multimask, [""])[0]
+            return r.only(r.best) if best_only else r
         prompt = self._prompt(points, labels, box, mask_input, image_index, where="")
-        return self._run([prompt], multimask)[0]
+        return self._run([prompt], multimask, best_only)[0]
 
     def predict_batch(
         self,
@@ -377,7 +387,7 @@ class ImagePredictor:
         cat_labels = np.concatenate(labs, 0) if labs else np.zeros((0,), np.int64)
         return _Prompt(cat_coords, cat_labels, mask, int(image_index))
 
-    def _run(self, prompts: list[_Prompt], multimask: bool) -> list[Prediction]:
+    def _run(self, prompts: list[_Prompt], multimask: bool, best_only: bool = False) -> list[Prediction]:
         if not isinstance(multimask, bool):
             raise TypeError(f"multimask must be True or False, got {multimask!r}")
         model, features = self.model, self.features
@@ -403,7 +413,8 @@ class ImagePredictor:
                 if not has_mask:
                     context = self._context() if feats is features else self._context().select(
                         torch.tensor([p.image_index for p in group], device=device))
-                dec = model.decode(feats, coords, labels, masks, multimask, image_pe=self._image_pe, context=context)
+                dec = model.decode(feats, coords, labels, masks, multimask, image_pe=self._image_pe, context=context,
+                                   best_only=best_only and multimask)
                 for j, i in enumerate(idx):
                     out[i] = self._to_prediction(dec.low_res_logits[j], dec.iou[j], dec.object_score[j],
                                                  self._sizes[prompts[i].image_index])

@@ -169,6 +169,7 @@ class EdgeTam(nn.Module):
         image_pe: torch.Tensor | None = None,
         context: ImageContext | None = None,
         min_iou: float | None = None,
+        best_only: bool = False,
     ) -> DecoderOutput:
         """Decode N objects against ``features`` (N images, or 1 image shared by all).
 
@@ -179,7 +180,8 @@ class EdgeTam(nn.Module):
         ``image_context(features)`` with one row per object (or one for all), reused across
         prompts without a mask; ignored when ``mask_logits`` is given. ``min_iou`` (with
         ``multimask``): make masks only for prompts with a predicted IoU above it (see
-        ``DecoderOutput.rows``); for callers that drop the other masks anyway.
+        ``DecoderOutput.rows``); for callers that drop the other masks anyway. ``best_only``
+        (with ``multimask``): only the candidate with the highest predicted IoU, K = 1.
         """
         if coords is not None:
             n = coords.shape[0]
@@ -204,7 +206,7 @@ class EdgeTam(nn.Module):
             features = features.select(torch.zeros(n, dtype=torch.long, device=features.embed.device))
         masks, iou, tokens, obj, rows = self.mask_decoder(
             features.embed, self.dense_pe() if image_pe is None else image_pe, features.high_res, sparse, dense,
-            multimask, context, min_iou,
+            multimask, context, min_iou, best_only,
         )
         return DecoderOutput(masks, iou, obj.squeeze(-1), tokens, rows)
 
@@ -270,19 +272,17 @@ class EdgeTam(nn.Module):
         if coords is None:  # no prompt: one "not a point" token (decode appends the usual padding one)
             coords = conditioned.new_zeros(b, 1, 2)
             labels = torch.full((b, 1), -1, dtype=torch.long, device=conditioned.device)
-        out = self.decode(ImageFeatures(conditioned, high_res), coords, labels, mask_logits, multimask)
+        out = self.decode(ImageFeatures(conditioned, high_res), coords, labels, mask_logits, multimask,
+                          best_only=multimask)  # K = 1: the best candidate, or the single mask
         present = out.object_score > 0
-        logits = torch.where(present[:, None, None, None], out.low_res_logits,
-                             torch.full_like(out.low_res_logits, NO_OBJECT_LOGIT)).float()
-        best = out.iou.argmax(-1) if multimask else torch.zeros(b, dtype=torch.long, device=logits.device)
-        rows = torch.arange(b, device=logits.device)
-        low = logits[rows, best].unsqueeze(1)
+        low = torch.where(present[:, None, None, None], out.low_res_logits,
+                          torch.full_like(out.low_res_logits, NO_OBJECT_LOGIT)).float()
         size = self.config.image_size
         high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-        pointer = self.object_pointer_proj(out.mask_tokens[rows, best])
+        pointer = self.object_pointer_proj(out.mask_tokens[:, 0])
         lam = present.to(pointer.dtype)[:, None]
         pointer = lam * pointer + (1 - lam) * self.no_object_pointer
-        return TrackOutput(low, high, out.iou[rows, best], out.object_score, pointer)
+        return TrackOutput(low, high, out.iou[:, 0], out.object_score, pointer)
 
     def mask_as_output(self, raw: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
                        mask: torch.Tensor) -> TrackOutput:

@@ -86,6 +86,7 @@ class MaskDecoder(nn.Module):
         multimask: bool,
         context: ImageContext | None = None,
         min_iou: float | None = None,
+        best_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """image_embed, dense: (B, C, E, E); image_pe: (1, C, E, E); high_res: (B, C/8, 4E, 4E),
         (B, C/4, 2E, 2E); sparse: (B, N, C). All batch dims already equal B.
@@ -95,7 +96,9 @@ class MaskDecoder(nn.Module):
         min_iou (multimask only): masks are made only for the prompts with at least one
         predicted IoU above it (the IoU head does not need the masks); the last output then
         lists those prompts' rows and the masks have one row per listed prompt. Otherwise
-        the last output is None and every prompt has masks."""
+        the last output is None and every prompt has masks.
+        best_only (multimask only): keep, per prompt, only the candidate with the highest
+        predicted IoU (K = 1). Only the masks returned are upscaled."""
         b = sparse.shape[0]
         out_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight], 0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse.to(out_tokens.dtype)], dim=1)
@@ -110,6 +113,17 @@ class MaskDecoder(nn.Module):
         s0_t, s1_t = context.high_res_tokens if context.high_res_tokens is not None else self.skip_tokens(high_res)
         iou = self.iou_prediction_head(iou_token)
         obj_score = self.pred_obj_score_head(tokens[:, 0])
+        # the candidates returned: tokens 1..3 (multimask; or the best of them), token 0
+        # (single), or all four when single-mask output picks by stability
+        stable_pick = not multimask and self.cfg.dynamic_multimask_via_stability and not self.training
+        if multimask and best_only:
+            pick = iou[:, 1:].argmax(-1, keepdim=True) + 1  # (B, 1)
+            take = lambda t: t.gather(1, pick.view(b, 1, *[1] * (t.dim() - 2)).expand(b, 1, *t.shape[2:]))  # noqa: E731
+            iou_out, tokens_out, hyper = take(iou), take(mask_tokens), take(hyper)
+        elif multimask:
+            iou_out, tokens_out, hyper = iou[:, 1:], mask_tokens[:, 1:], hyper[:, 1:]
+        elif not stable_pick:
+            iou_out, tokens_out, hyper = iou[:, :1], mask_tokens[:, :1], hyper[:, :1]
         rows = None
         if multimask and min_iou is not None:
             rows = (iou[:, 1:].amax(-1) > min_iou).nonzero().squeeze(1)
@@ -120,12 +134,9 @@ class MaskDecoder(nn.Module):
         else:  # no prompt passed min_iou
             masks = src.new_zeros(0, hyper.shape[1], 4 * h, 4 * w)
 
-        if multimask:
-            return masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:], obj_score, rows
-        if self.cfg.dynamic_multimask_via_stability and not self.training:
-            masks, iou = self._pick_stable(masks, iou)
-        else:
-            masks, iou = masks[:, :1], iou[:, :1]
+        if not stable_pick:
+            return masks, iou_out, tokens_out, obj_score, rows
+        masks, iou = self._pick_stable(masks, iou)
         return masks, iou, mask_tokens[:, :1], obj_score, None
 
     def skip_tokens(self, high_res: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -133,10 +133,10 @@ def make_prompt(points_rc: Any, positive: Sequence[bool], box_rc: Any, hw: tuple
 def click_mask(predictor: Any, prompt: ObjectPrompt) -> tuple[np.ndarray, float]:
     """The mask (H, W) bool and its predicted IoU for ``prompt`` on the predictor's image.
 
-    One point alone: 3 candidates, the best kept (as the trackers do); otherwise one mask."""
-    r = predictor.predict(**prompt.engine_args(), multimask=prompt.multimask)
-    k = r.best if prompt.multimask else 0
-    return r.masks[k], float(r.scores[k])
+    One point alone: 3 candidates, the best kept (as the trackers do; only its mask is
+    upsampled); otherwise one mask."""
+    r = predictor.predict(**prompt.engine_args(), multimask=prompt.multimask, best_only=True)
+    return r.masks[0], float(r.scores[0])
 
 
 # ---------------------------------------------------------------------- layers as frames
