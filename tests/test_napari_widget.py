@@ -241,6 +241,49 @@ def test_mask_write_touches_only_changed_pixels_and_an_unchanged_prompt_is_not_d
     assert calls == [1]
 
 
+def test_the_press_decodes_the_click_ahead_and_the_release_shows_it(viewer_widget, qtbot, model) -> None:
+    """napari adds a point on the mouse release; the widget decodes the prompt with that point on
+    the press (on a scaled, translated layer), the release reuses it, and a release at another
+    position is decoded for where the point landed."""
+    from types import SimpleNamespace
+
+    viewer, widget = viewer_widget
+    (sample,) = viewer.open_sample(PLUGIN, "cells-2d")
+    layer = viewer.add_image(sample.data, scale=(2.0, 3.0), translate=(10.0, -5.0), name="scaled cells")
+    widget.set_image_layer(layer)
+    pts = widget.points_layer
+    assert tuple(pts.scale) == (2.0, 3.0)
+    pred = ek.ImagePredictor(model)
+    pred.set_image(layer.data)
+
+    def press(rc) -> None:
+        widget._on_press(pts, SimpleNamespace(modifiers=(), position=pts.data_to_world(rc)))
+
+    press((300, 250))  # the plane is not embedded yet: nothing to decode ahead
+    assert widget.state.last_click is None
+    pts.add([(300, 250)])  # the release embeds the plane in a worker, then segments
+    wait_idle(qtbot, widget)
+    calls: list[np.ndarray] = []
+    predict = widget.state.predictor.predict
+    widget.state.predictor.predict = lambda **kw: (calls.append(np.array(kw["points"])), predict(**kw))[1]
+
+    press((120, 200))  # a second point of object 1, decoded on the press
+    assert len(calls) == 1 and np.allclose(calls[0][-1], [200, 120])
+    pts.add(pts.world_to_data(pts.data_to_world((120, 200))))  # napari's add on the release
+    wait_idle(qtbot, widget)
+    assert len(calls) == 1  # shown from the press's decode
+    r = pred.predict(points=[[250, 300], [200, 120]], labels=[1, 1], multimask=False)
+    assert 0 < r.masks[0].sum() < r.masks[0].size
+    np.testing.assert_array_equal(widget.current_layer.data, r.masks[0].astype(np.uint32))
+
+    press((400, 400))
+    pts.add([(410, 395)])  # the mouse moved between press and release
+    wait_idle(qtbot, widget)
+    assert len(calls) == 3 and np.allclose(calls[2][-1], [395, 410])
+    r = pred.predict(points=[[250, 300], [200, 120], [395, 410]], labels=[1, 1, 1], multimask=False)
+    np.testing.assert_array_equal(widget.current_layer.data, r.masks[0].astype(np.uint32))
+
+
 def test_uint16_scaled_float_dask_and_rgb_channel_layers_place_labels_correctly(viewer_widget, qtbot, model) -> None:
     viewer, widget = viewer_widget
     from skimage import data

@@ -30,16 +30,36 @@ class PromptHandling:
     worker: Any
 
     def _on_press(self, layer: Any, event: Any) -> None:
-        """Ctrl- (or Alt-) click adds a negative point; a plain click follows the T toggle."""
+        """Ctrl- (or Alt-) click adds a negative point; a plain click follows the T toggle.
+
+        napari adds the point when the button is released. The mask for the prompt with that
+        point is decoded here, on the press, so that the release only has to show it: the
+        release -> Labels wait is napari's own work. A release at another position (a drag) gets
+        its own decode; the press's result is then simply not used."""
         if layer.mode != "add":
             return
         neg = self.state.negative ^ bool({"Control", "Alt"} & set(event.modifiers))
         kind = L.NEGATIVE if neg else L.POSITIVE
         defaults = layer.feature_defaults
         # setting feature_defaults updates the layer's colour managers: only when they change
-        if len(defaults) and defaults["prompt"].iloc[0] == kind and int(defaults["obj_id"].iloc[0]) == self.obj_id:
+        if not (len(defaults) and defaults["prompt"].iloc[0] == kind
+                and int(defaults["obj_id"].iloc[0]) == self.obj_id):
+            layer.feature_defaults = {"prompt": kind, "obj_id": self.obj_id}
+        self._decode_ahead(layer, getattr(event, "position", None), not neg)
+
+    def _decode_ahead(self, layer: Any, position: Any, positive: bool) -> None:
+        """Decode the current object's prompt with a point at world ``position`` added, as the
+        release will add it (``LastClick`` then holds the result). Only on an embedded plane."""
+        if position is None or self.image_layer is None or self.state.model is None:
             return
-        layer.feature_defaults = {"prompt": kind, "obj_id": self.obj_id}
+        prefix = self.current_prefix()
+        key = self._plane_key(prefix)
+        if self.state.embedded != key:
+            return  # the click embeds the plane in a worker first
+        point = np.asarray(layer.world_to_data(position), dtype=float).reshape(1, -1)
+        prompt = self._prompt_for(self.obj_id, prefix, extra=(point, positive))
+        if not prompt.empty:
+            self._decode(key, self.obj_id, prompt)
 
     def toggle_negative(self) -> None:
         """Toggle what a plain click adds: a positive or a negative point (T)."""
@@ -57,16 +77,23 @@ class PromptHandling:
         """Leading indices of the plane the viewer shows (() for a 2D image)."""
         return L.current_prefix(self.viewer, self.image_layer, self.geom)
 
-    def _prompt_for(self, obj_id: int, prefix: tuple[int, ...]) -> ObjectPrompt:
-        """Points and the last box of ``obj_id`` on plane ``prefix``, in (x, y) plane pixels."""
+    def _prompt_for(self, obj_id: int, prefix: tuple[int, ...],
+                    extra: tuple[np.ndarray, bool] | None = None) -> ObjectPrompt:
+        """Points and the last box of ``obj_id`` on plane ``prefix``, in (x, y) plane pixels.
+        extra: one more point of ``obj_id`` (layer data coordinates (1, ndim), positive) not in
+        the layer yet."""
         pts, boxes = self.points_layer, self.boxes_layer
         n = len(prefix)
-        coords = L.to_image_data(np.asarray(pts.data), pts, self.image_layer)
+        data = np.asarray(pts.data, dtype=float).reshape(-1, pts.ndim)
         feats = pts.features
-        sel = L.on_plane(coords, prefix)
-        if len(feats):
-            sel &= feats["obj_id"].to_numpy() == obj_id
-        positive = feats["prompt"].to_numpy()[sel] == L.POSITIVE if len(feats) else np.zeros(0, bool)
+        ids = feats["obj_id"].to_numpy() if len(feats) else np.full(len(data), obj_id)
+        kinds = feats["prompt"].to_numpy() == L.POSITIVE if len(feats) else np.zeros(len(data), bool)
+        if extra is not None:
+            data = np.concatenate([data, extra[0]])
+            ids, kinds = np.append(ids, obj_id), np.append(kinds, extra[1])
+        coords = L.to_image_data(data, pts, self.image_layer)
+        sel = L.on_plane(coords, prefix) & (ids == obj_id)
+        positive = kinds[sel]
         box = None
         bfeats = boxes.features
         for i in range(len(boxes.data) - 1, -1, -1):
