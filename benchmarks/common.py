@@ -27,12 +27,33 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def cpu_model_and_flags() -> tuple[str, list[str]]:
+    """The CPU's model name and its reduced-precision matrix features (Linux /proc/cpuinfo):
+    avx512_bf16, avx512_fp16, amx_bf16/amx_tile/amx_fp16; ("", []) where unknown."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return "", []
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    wanted = ("avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile")
+    return model, [f for f in wanted if f in flags]
+
+
 def machine_facts() -> str:
     import torch
 
     cap = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"threads={torch.get_num_threads()} cpu_capability={cap}")
+    model, flags = cpu_model_and_flags()
+    cpu = f"{model}, " if model else ""
+    precision = f" low-precision={'+'.join(flags) if flags else 'none'}"
+    return (f"{cpu}{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"threads={torch.get_num_threads()} cpu_capability={cap}{precision}")
 
 
 def print_table(title: str, rows: list[tuple[str, dict[str, float]]], unit: str, ours: str = "edgetam-kit") -> None:
