@@ -13,21 +13,12 @@ RepViT 1x1 convolution on a 256x256 map. Medians of 10; ratios > 1 mean faster t
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-from common import machine_facts, set_threads
+from common import machine_facts, median_seconds, set_threads
 
 
 def gflops(fn, flop: float, repeats: int = 10) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return flop / statistics.median(times) / 1e9
+    return flop / median_seconds(fn, repeats, warmup=2) / 1e9
 
 
 def main() -> None:
