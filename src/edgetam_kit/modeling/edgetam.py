@@ -8,6 +8,7 @@ in the tracker; this class holds what a single image needs.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,12 @@ class ImageFeatures:
     def select(self, index: torch.Tensor) -> "ImageFeatures":
         """Features of images ``index`` (a 1-D long tensor), repeated as needed."""
         return ImageFeatures(self.embed.index_select(0, index), tuple(h.index_select(0, index) for h in self.high_res))
+
+    def to(self, dtype: torch.dtype) -> "ImageFeatures":
+        """The same features in ``dtype`` (self when they already are)."""
+        if self.embed.dtype == dtype and all(h.dtype == dtype for h in self.high_res):
+            return self
+        return ImageFeatures(self.embed.to(dtype), (self.high_res[0].to(dtype), self.high_res[1].to(dtype)))
 
 
 @dataclass
@@ -153,7 +160,20 @@ class EdgeTam(nn.Module):
             embed = feats[-1]
         if add_no_memory:
             embed = embed + self.no_memory_embedding.reshape(1, -1, 1, 1)
-        return ImageFeatures(embed, (s0, s1))
+        # in the model's dtype also under a reduced-precision autocast: the decoder reads them in
+        # full precision (see ``decode``), cast once here rather than at every prompt
+        return ImageFeatures(embed, (s0, s1)).to(self.dtype)
+
+    def _full_precision(self):
+        """Autocast off for the mask decoder. Under ``precision="bf16"``/``"fp16"`` the rest of the
+        network runs in reduced precision, but the decoder's thresholded mask logits are what
+        such a mode loses most and cost the least: measured on a tracked real-shape stack (8
+        frames), mask IoU vs fp32 min 0.950 / median 0.98 with a bf16 decoder, min 0.989 with
+        an fp32 one, and the decoder is a small part of a frame."""
+        kind = self.device.type
+        if torch.is_autocast_enabled(kind):
+            return torch.autocast(kind, enabled=False)
+        return contextlib.nullcontext()
 
     def dense_pe(self) -> torch.Tensor:
         """(1, C, E, E) positional encoding of the embedding grid."""
@@ -182,7 +202,16 @@ class EdgeTam(nn.Module):
         ``multimask``): make masks only for prompts with a predicted IoU above it (see
         ``DecoderOutput.rows``); for callers that drop the other masks anyway. ``best_only``
         (with ``multimask``): only the candidate with the highest predicted IoU, K = 1.
+        Runs in the model's dtype, also under a reduced-precision autocast (``_full_precision``).
         """
+        with self._full_precision():
+            cast = lambda t: None if t is None else t.to(self.dtype)  # noqa: E731
+            return self._decode(features.to(self.dtype), cast(coords), labels, cast(mask_logits), multimask,
+                                image_pe, context, min_iou, best_only)
+
+    def _decode(self, features: ImageFeatures, coords: torch.Tensor | None, labels: torch.Tensor | None,
+                mask_logits: torch.Tensor | None, multimask: bool, image_pe: torch.Tensor | None,
+                context: ImageContext | None, min_iou: float | None, best_only: bool) -> DecoderOutput:
         if coords is not None:
             n = coords.shape[0]
             pad_xy = coords.new_zeros(n, 1, 2)
@@ -213,11 +242,14 @@ class EdgeTam(nn.Module):
     def image_context(self, features: ImageFeatures, image_pe: torch.Tensor | None = None) -> ImageContext:
         """The prompt-independent part of decoding ``features`` without a mask prompt (image
         tokens + no-mask embedding, positional encoding, first-layer keys/values). Compute it
-        once per image and pass it to ``decode(context=...)`` for every click."""
-        dense = self.prompt_encoder.embed_mask(None, len(features))
-        pe = self.dense_pe() if image_pe is None else image_pe
-        context = self.mask_decoder.transformer.image_context(features.embed + dense, pe)
-        context.high_res_tokens = self.mask_decoder.skip_tokens(features.high_res)
+        once per image and pass it to ``decode(context=...)`` for every click. In the model's
+        dtype, as ``decode`` runs."""
+        with self._full_precision():
+            features = features.to(self.dtype)
+            dense = self.prompt_encoder.embed_mask(None, len(features))
+            pe = self.dense_pe() if image_pe is None else image_pe
+            context = self.mask_decoder.transformer.image_context(features.embed + dense, pe)
+            context.high_res_tokens = self.mask_decoder.skip_tokens(features.high_res)
         return context
 
     # ------------------------------------------------------------------ video steps
