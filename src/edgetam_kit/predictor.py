@@ -260,7 +260,8 @@ class ImagePredictor:
         x0, y0, x1, y1; mask_input: (1, 4E, 4E) or (4E, 4E) logits from a previous
         ``Prediction.logits[k]``; multimask: 3 candidate masks (True) or 1.
         best_only: keep only the candidate with the highest predicted IoU (K = 1); only its
-        mask is upsampled to the image's size, which is what an interactive click shows.
+        mask is upsampled to the image's size, which is what an interactive click shows (on a
+        tiled image the candidates are stitched first, then the best is kept).
         """
         if not isinstance(best_only, bool):
             raise TypeError(f"best_only must be True or False, got {best_only!r}")
@@ -414,7 +415,7 @@ class ImagePredictor:
                     context = self._context() if feats is features else self._context().select(
                         torch.tensor([p.image_index for p in group], device=device))
                 dec = model.decode(feats, coords, labels, masks, multimask, image_pe=self._image_pe, context=context,
-                                   best_only=best_only and multimask)
+                                   best_only=best_only)
                 for j, i in enumerate(idx):
                     out[i] = self._to_prediction(dec.low_res_logits[j], dec.iou[j], dec.object_score[j],
                                                  self._sizes[prompts[i].image_index])
