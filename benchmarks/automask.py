@@ -37,7 +37,7 @@ def main() -> None:
     set_threads(args.threads)
 
     import edgetam_kit as ek
-    from edgetam_kit.oracles import make_reference_checkpoints
+    from edgetam_kit.testing.oracles import make_reference_checkpoints
     from PIL import Image
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
     from skimage import data, transform

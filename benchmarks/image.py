@@ -30,7 +30,7 @@ def main() -> None:
     set_threads(args.threads)
 
     import edgetam_kit as ek
-    from edgetam_kit.oracles import make_reference_checkpoints
+    from edgetam_kit.testing.oracles import make_reference_checkpoints
     from sam2.sam2_image_predictor import SAM2ImagePredictor
     from skimage import data, transform
     from transformers import Sam2Processor

@@ -35,7 +35,7 @@ def child(engine: str, preset: str, n: int, side: int) -> dict:
 
     torch.set_num_threads(int(os.environ.get("EDGETAM_BENCH_THREADS", "2")))
     import edgetam_kit as ek
-    from edgetam_kit.sources import SyntheticSource
+    from edgetam_kit.testing.synthetic import SyntheticSource
 
     source = SyntheticSource(n, side, side, seed=0)
     cx, cy = source.center(0)
@@ -47,7 +47,7 @@ def child(engine: str, preset: str, n: int, side: int) -> dict:
         for _ in session.propagate():
             pass
     else:
-        from edgetam_kit.oracles import make_video_references
+        from edgetam_kit.testing.oracles import make_video_references
 
         with tempfile.TemporaryDirectory() as d:
             refs = make_video_references(d, preset)

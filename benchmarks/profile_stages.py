@@ -30,7 +30,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     import edgetam_kit as ek
-    from edgetam_kit.sources import SyntheticSource
+    from edgetam_kit.testing.synthetic import SyntheticSource
 
     model = ek.optimize(ek.build_random_model("edgetam", seed=0, video=True), backend=args.backend)
     img = (transform.resize(data.astronaut(), (1024, 1024)) * 255).astype(np.uint8)

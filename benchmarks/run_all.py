@@ -119,7 +119,7 @@ def bench_tracking(vrefs, n_frames: int, bf16: bool) -> list[Row]:
     from video_runners import run_hf, run_original
 
     import edgetam_kit as ek
-    from edgetam_kit.sources import SyntheticSource
+    from edgetam_kit.testing.synthetic import SyntheticSource
 
     src = SyntheticSource(n_frames, 480, 640, seed=0)
     frames = np.stack([src.frame(i) for i in range(n_frames)])
@@ -211,7 +211,7 @@ def bench_automask(refs, points_per_side: int) -> list[Row]:
             counts[name] = count(fn())
             times[name] = time.perf_counter() - t0
         # ours makes masks only for points with a predicted IoU above pred_iou_thresh: say how many
-        from edgetam_kit.automask import point_grid
+        from edgetam_kit.engine.masks import point_grid
 
         grid = torch.as_tensor(point_grid(points_per_side) * side, dtype=torch.float32)[:, None, :]
         model, feats = ours.model, ours.predictor.features
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     import torch
 
-    from edgetam_kit.oracles import make_reference_checkpoints, make_video_references
+    from edgetam_kit.testing.oracles import make_reference_checkpoints, make_video_references
 
     repeats, clicks, n_frames, pps = (3, 10, 4, 16) if args.quick else (5, 20, 8, 32)
     rows: list[Row] = []

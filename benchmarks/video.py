@@ -38,8 +38,8 @@ def main() -> None:
     import torch
 
     import edgetam_kit as ek
-    from edgetam_kit.oracles import make_video_references
-    from edgetam_kit.sources import SyntheticSource
+    from edgetam_kit.testing.oracles import make_video_references
+    from edgetam_kit.testing.synthetic import SyntheticSource
     from video_runners import run_hf, run_original
 
     src = SyntheticSource(args.frames, args.height, args.width, seed=0)

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch the network from tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from edgetam_kit.oracles import References, make_reference_checkpoints  # noqa: E402
+from edgetam_kit.testing.oracles import References, make_reference_checkpoints  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -19,14 +19,8 @@ import pytest
 import torch
 
 import edgetam_kit as ek
-from edgetam_kit.automask import (
-    AutoMaskGenerator,
-    crop_boxes,
-    point_grid,
-    remove_small_regions,
-    rle_counts_in_image,
-    to_coco_rle,
-)
+from edgetam_kit.engine.automask import AutoMaskGenerator
+from edgetam_kit.engine.masks import crop_boxes, point_grid, remove_small_regions, rle_counts_in_image, to_coco_rle
 
 SETTINGS = dict(points_per_side=12, points_per_batch=64, pred_iou_thresh=0.5, stability_score_thresh=0.213,
                 stability_score_offset=0.005, mask_threshold=0.1)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import edgetam_kit as ek
-from edgetam_kit.cache import EmbeddingCache, image_signature, signature_key
+from edgetam_kit.io.cache import EmbeddingCache, image_signature, signature_key
 
 
 @pytest.fixture()
@@ -126,7 +126,7 @@ def test_a_write_killed_midway_leaves_nothing_usable(tiny_refs, model, image, tm
     # a separate process writes the entry and dies (no cleanup, no rename) after the first array
     script = textwrap.dedent(f"""
         import os, torch, zarr
-        from edgetam_kit.cache import EmbeddingCache
+        from edgetam_kit.io.cache import EmbeddingCache
         from edgetam_kit.modeling import ImageFeatures
         job = torch.load({str(tmp_path / 'job.pt')!r})
         real = zarr.Array.__setitem__

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import edgetam_kit as ek
-from edgetam_kit.oracles import build_original
+from edgetam_kit.testing.oracles import build_original
 from edgetam_kit.plugins import PluginManager, reset_plugin_manager
 
 
@@ -148,7 +148,7 @@ def test_hub_id_from_local_cache_and_offline_error(tiny_refs, tmp_path: Path, mo
             return [ek.CheckpointSpec("tiny-orig", "someone/edgetam-orig", filename="edgetam.pt", config="tiny")]
 
     reset_plugin_manager()
-    from edgetam_kit import plugins
+    from edgetam_kit.plugins import manager as plugins
 
     plugins.get_plugin_manager().register(Plugin(), name="test-plugin")
     try:
@@ -173,7 +173,7 @@ def test_named_checkpoint_from_local_folder(tiny_refs) -> None:
 
     pm.register(Local(), name="lab")
     assert {"edgetam", "edgetam-original", "lab-tiny"} <= set(pm.checkpoints())
-    from edgetam_kit import plugins
+    from edgetam_kit.plugins import manager as plugins
 
     plugins._manager = pm
     try:
@@ -183,7 +183,7 @@ def test_named_checkpoint_from_local_folder(tiny_refs) -> None:
 
 
 def test_config_json_round_trip(tiny_refs) -> None:
-    from edgetam_kit.checkpoint import config_from_hf, config_to_hf
+    from edgetam_kit.io.checkpoint import config_from_hf, config_to_hf
 
     hf_cfg = json.loads((tiny_refs.hf_folder / "config.json").read_text())
     ours = config_from_hf(hf_cfg)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgetam_kit as ek
-from edgetam_kit.export import (
+from edgetam_kit.io.export import (
     MaskSet,
     coco_dict,
     export_masks,
@@ -146,7 +146,7 @@ def test_builtin_exporters_come_through_the_hook() -> None:
 
 
 def test_a_plugin_adds_a_format(items, tmp_path, monkeypatch) -> None:
-    import edgetam_kit.plugins as plugins
+    import edgetam_kit.plugins.manager as plugins
 
     class NpzPlugin:
         @ek.hookimpl

@@ -108,7 +108,7 @@ def image_ds(fo, image_files):
 def video_file(tmp_path_factory) -> str:
     from skimage import io
 
-    from edgetam_kit.sources import SyntheticSource
+    from edgetam_kit.testing.synthetic import SyntheticSource
 
     folder = tmp_path_factory.mktemp("fo-video")
     src = SyntheticSource(8, 64, 96, seed=3)

@@ -55,7 +55,7 @@ def test_load_model_uses_eager_backend_by_default(tiny_folder: Path) -> None:
 def test_fused_pointwise_kernels_and_their_fallbacks() -> None:
     """cpu_fusion's fused conv+GELU and conv+residual equal the plain ops, on the oneDNN path
     (float32 CPU) and on the fallback (float64, autocast)."""
-    from edgetam_kit.cpu_fusion import conv_add, conv_gelu
+    from edgetam_kit.runtime.cpu_fusion import conv_add, conv_gelu
 
     torch.manual_seed(0)
     c1, c2 = torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 8, 1)
@@ -199,7 +199,7 @@ def test_decoder_context_gives_identical_masks(tiny_folder: Path, images: dict[s
 def test_bf16_tracking_stays_close_to_fp32(tiny_folder: Path, images: dict[str, np.ndarray]) -> None:
     """bf16 autocast everywhere but the mask decoder, which runs in float32 (autocast off, float32
     inputs): tracked masks and image masks stay within the issue's IoU >= 0.98 of fp32."""
-    from edgetam_kit.sources import SyntheticSource
+    from edgetam_kit.testing.synthetic import SyntheticSource
 
     src = SyntheticSource(4, 120, 160, seed=0)
     frames = np.stack([src.frame(i) for i in range(4)])
@@ -237,7 +237,7 @@ def test_compiled_backend_matches_eager(tiny_folder: Path, images: dict[str, np.
     compiled = _features(model, images["astronaut"])
     assert _close(compiled.embed, eager.embed, 1e-3)
     # tracking two objects: the compiled memory attention gets the frame's shared prefix
-    from edgetam_kit.sources import SyntheticSource
+    from edgetam_kit.testing.synthetic import SyntheticSource
 
     src = SyntheticSource(3, 120, 160, seed=1)
     frames = np.stack([src.frame(i) for i in range(3)])

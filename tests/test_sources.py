@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 
 import edgetam_kit as ek
-from edgetam_kit.hookspecs import FrameSourceOpener
+from edgetam_kit.plugins.hookspecs import FrameSourceOpener
 from edgetam_kit.plugins import PluginManager
-from edgetam_kit.sources import (
+from edgetam_kit.io.sources import (
     ArraySource,
     FrameSource,
     ImageFolderSource,
-    SyntheticSource,
     TiffStackSource,
     VideoSource,
     open_source,
 )
+from edgetam_kit.testing.synthetic import SyntheticSource
 
 T, H, W = 12, 48, 64
 
@@ -354,7 +354,7 @@ def test_broken_plugin_openers_are_reported_and_skipped(pm, rgb) -> None:
 
 
 def test_global_manager_is_used(rgb, monkeypatch) -> None:
-    from edgetam_kit import plugins
+    from edgetam_kit.plugins import manager as plugins
 
     monkeypatch.setattr(plugins, "_manager", PluginManager.create(autoload=False))
     assert isinstance(open_source(rgb), ArraySource)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import edgetam_kit as ek
-from edgetam_kit.tiling import TileGrid
+from edgetam_kit.engine.tiling import TileGrid
 
 H, W = 2500, 3000
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import edgetam_kit as ek
-from edgetam_kit.sources import ArraySource, SyntheticSource
+from edgetam_kit.io.sources import ArraySource
+from edgetam_kit.testing.synthetic import SyntheticSource
 from video_runners import moving_disks
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import edgetam_kit as ek
-from edgetam_kit.oracles import make_video_references
-from edgetam_kit.tracking import VideoTracker
+from edgetam_kit.testing.oracles import make_video_references
+from edgetam_kit.engine.tracking import VideoTracker
 from reference_runners import iou
 from video_runners import moving_disks, run_hf, run_original
 

@@ -5,73 +5,64 @@
     pred = ek.ImagePredictor(model)
     pred.set_image(image)
     r = pred.predict(points=[[500, 375]], labels=[1])
+
+Importing the package has no side effects and imports neither torch nor the engine: each
+public name is resolved from its module on first use (``docs/architecture.md`` maps the layers).
 """
 
-import sys as _sys
+from __future__ import annotations
 
-
-def _avoid_triton_llvm_clash() -> None:
-    """napari's canvas (Mesa OpenGL) loads Mesa's libLLVM; importing triton afterwards loads a
-    second LLVM and the process segfaults. timm -> torchvision -> torch._dynamo imports triton
-    when present. If an LLVM is already mapped into this process and triton is not yet
-    imported, hide triton (torch then runs without it: CPU inference and the CPU
-    torch.compile backend do not need it)."""
-    if not _sys.platform.startswith("linux") or "triton" in _sys.modules:
-        return
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            if "libLLVM" in maps.read():
-                _sys.modules["triton"] = None  # type: ignore[assignment]
-    except OSError:
-        pass
-
-
-_avoid_triton_llvm_clash()
-
-from .checkpoint import CheckpointError, load_model, save_model
-from .config import EdgeTamConfig, get_config
-from .hookspecs import CheckpointSpec, hookimpl
-from .modeling import EdgeTam
-from .predictor import ImagePredictor, Prediction
-from .progress import Cancelled
-from .random_weights import build_random_model
-from .automask import AutoMaskGenerator
-from .cache import EmbeddingCache
-from .export import MaskSet, export_masks
-from .hookspecs import Exporter
-from .sources import FrameSource, open_source
-from .runtime import Backend, Runtime, backends, optimize
-from .tracking import SlicePrompt, TrackingSession, VideoTracker, segment_volume
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AutoMaskGenerator",
-    "Backend",
-    "Runtime",
-    "backends",
-    "optimize",
-    "EmbeddingCache",
-    "MaskSet",
-    "export_masks",
-    "Exporter",
-    "Cancelled",
-    "CheckpointError",
-    "CheckpointSpec",
-    "EdgeTam",
-    "EdgeTamConfig",
-    "ImagePredictor",
-    "Prediction",
-    "FrameSource",
-    "SlicePrompt",
-    "TrackingSession",
-    "VideoTracker",
-    "build_random_model",
-    "open_source",
-    "segment_volume",
-    "get_config",
-    "hookimpl",
-    "load_model",
-    "save_model",
-    "__version__",
-]
+# public name -> module (relative to this package) that defines it
+_EXPORTS: dict[str, str] = {
+    "EdgeTamConfig": ".config", "get_config": ".config",
+    "EdgeTam": ".modeling",
+    "Backend": ".runtime", "Runtime": ".runtime", "backends": ".runtime", "optimize": ".runtime",
+    "CheckpointError": ".io.checkpoint", "load_model": ".io.checkpoint", "save_model": ".io.checkpoint",
+    "EmbeddingCache": ".io.cache",
+    "MaskSet": ".io.export", "export_masks": ".io.export",
+    "FrameSource": ".io.sources", "open_source": ".io.sources",
+    "ImagePredictor": ".engine.predictor", "Prediction": ".engine.prediction",
+    "AutoMaskGenerator": ".engine.automask", "AutoMaskConfig": ".engine.automask",
+    "SlicePrompt": ".engine.tracking", "TrackingSession": ".engine.tracking", "VideoTracker": ".engine.tracking",
+    "segment_volume": ".engine.tracking",
+    "Cancelled": ".progress",
+    "CheckpointSpec": ".plugins.hookspecs", "Exporter": ".plugins.hookspecs", "hookimpl": ".plugins.hookspecs",
+    "build_random_model": ".testing.random_weights",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgetam_kit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # static analysers see the real names
+    from .config import EdgeTamConfig, get_config
+    from .engine.automask import AutoMaskConfig, AutoMaskGenerator
+    from .engine.prediction import Prediction
+    from .engine.predictor import ImagePredictor
+    from .engine.tracking import SlicePrompt, TrackingSession, VideoTracker, segment_volume
+    from .io.cache import EmbeddingCache
+    from .io.checkpoint import CheckpointError, load_model, save_model
+    from .io.export import MaskSet, export_masks
+    from .io.sources import FrameSource, open_source
+    from .modeling import EdgeTam
+    from .plugins.hookspecs import CheckpointSpec, Exporter, hookimpl
+    from .progress import Cancelled
+    from .runtime import Backend, Runtime, backends, optimize
+    from .testing.random_weights import build_random_model

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from fiftyone.core.models import Model, SamplesMixin
 
-from ..automask import AutoMaskGenerator
-from ..checkpoint import load_model
+from ..engine.automask import AutoMaskGenerator
+from ..io.checkpoint import load_model
 from ..modeling import EdgeTam
-from ..predictor import ImagePredictor
-from ..tracking import VideoTracker
+from ..engine.predictor import ImagePredictor
+from ..engine.tracking import VideoTracker
 from .labels import ObjectPrompt, detection_from_mask, prompts_from_label, segmentation_from_masks
 
 MODES = ("prompted", "auto")

@@ -140,7 +140,7 @@ def label_videos(collection: Any, model: EdgeTamVideoModel, label_field: str, pr
     """Track the prompted objects of each video of ``collection`` (its shard) into
     ``frames.<label_field>``; frames are saved every ``chunk`` frames, each video is done once
     all its frames are written."""
-    from ..sources import open_source
+    from ..io.sources import open_source
 
     check_label_field(collection, label_field, video=True)
     if prompt_field is not None:

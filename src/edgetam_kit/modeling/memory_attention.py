@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..cpu_fusion import linear_add, linear_relu
+from ..runtime.cpu_fusion import linear_add, linear_relu
 from .position_encoding import apply_rope, axial_rope
 from .transformer import Attention
 

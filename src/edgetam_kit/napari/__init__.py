@@ -7,3 +7,7 @@ remembers, ``layers`` the layer glue. ``work`` holds the long-running steps as p
 and ``_sample_data`` the sample images, both napari-free. The npe2 manifest is
 ``edgetam_kit/napari.yaml``.
 """
+
+from ._triton_guard import avoid_triton_llvm_clash
+
+avoid_triton_llvm_clash()  # the napari face is where Mesa's LLVM and triton's meet (see _triton_guard)

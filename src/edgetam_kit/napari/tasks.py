@@ -39,7 +39,7 @@ class LongTasks:
         return self.cache_edit.text().strip() or None
 
     def _on_model(self, msg: ModelLoaded) -> None:
-        from ..predictor import ImagePredictor
+        from ..engine.predictor import ImagePredictor
 
         cache = self._cache_dir()
         self.state.model = msg.model
@@ -56,7 +56,7 @@ class LongTasks:
 
     def _on_cache_dir(self) -> None:
         """A new cache folder applies to the next embedding (and is remembered)."""
-        from ..predictor import ImagePredictor
+        from ..engine.predictor import ImagePredictor
 
         cache = self._cache_dir()
         if self.state.model is not None and self.worker is None:

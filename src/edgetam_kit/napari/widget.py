@@ -61,7 +61,7 @@ class EdgeTamWidget(PromptHandling, LabelEditing, LongTasks, QWidget):
         form = QFormLayout()
         self.model_box = QComboBox(editable=True)
         self.model_box.setToolTip("a registered checkpoint name, a local path (folder or edgetam.pt) or a hub id")
-        from ..plugins import get_plugin_manager
+        from ..plugins.manager import get_plugin_manager
 
         names = list(get_plugin_manager().checkpoints())
         for item in [self.settings.model, *self.settings.recent, *names]:

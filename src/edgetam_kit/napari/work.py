@@ -285,7 +285,7 @@ def _stream(call: Callable[[Callable[[int, int], None], threading.Event], Any], 
 
 def load_model_steps(source: str, device: str = "cpu") -> Iterator[Progress | ModelLoaded]:
     """Load a checkpoint (path, registered name or hub id)."""
-    from ..checkpoint import load_model
+    from ..io.checkpoint import load_model
 
     if not isinstance(source, str) or not source.strip():
         raise ValueError("source must be a checkpoint path, a registered name or a hub id, got an empty value")
@@ -321,7 +321,7 @@ def track_steps(model: Any, frames: Any, prompts: dict[int, dict[int, ObjectProm
 
     Cancelled (``cancel`` set): stops after the last complete frame; nothing more is yielded.
     """
-    from ..tracking import VideoTracker
+    from ..engine.tracking import VideoTracker
 
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -359,7 +359,7 @@ def automask_steps(model: Any, image: Any, first_id: int = 1, channels: int | No
                    **options: Any) -> Iterator[Progress | AutoResult]:
     """Automatic masks of one plane (H, W[, C]) as a label plane, largest mask painted first
     (so smaller masks stay visible on top). ``options`` go to ``AutoMaskGenerator``."""
-    from ..automask import AutoMaskGenerator
+    from ..engine.automask import AutoMaskGenerator
 
     cancel = cancel or threading.Event()
     gen = AutoMaskGenerator(model, cache=cache, **options)

@@ -24,7 +24,7 @@ def edgetam_kit_checkpoints() -> list[CheckpointSpec]:
 
 @hookimpl
 def edgetam_kit_frame_sources() -> list[FrameSourceOpener]:
-    from . import sources  # numpy only at import; av / tifffile / skimage load when a file is opened
+    from ..io import sources  # numpy only at import; av / tifffile / skimage load when a file is opened
 
     low = sources.BUILTIN_PRIORITY  # any plugin at the default priority 0 is tried before these
     return [
@@ -37,7 +37,7 @@ def edgetam_kit_frame_sources() -> list[FrameSourceOpener]:
 
 @hookimpl
 def edgetam_kit_exporters() -> list[Exporter]:
-    from .export import write_coco, write_label_tiff, write_ome_zarr  # pycocotools/tifffile/zarr load on write
+    from ..io.export import write_coco, write_label_tiff, write_ome_zarr  # pycocotools/tifffile/zarr load on write
 
     return [
         Exporter("coco", write_coco, ".json", "COCO instances JSON, masks as RLE (one file for all images)",
@@ -49,6 +49,6 @@ def edgetam_kit_exporters() -> list[Exporter]:
 
 @hookimpl
 def edgetam_kit_backends() -> list:
-    from .runtime import COMPILED, EAGER
+    from ..runtime.backends import COMPILED, EAGER
 
     return [EAGER, COMPILED]

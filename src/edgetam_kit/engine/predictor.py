@@ -7,58 +7,23 @@ labels are 1 (positive) and 0 (negative). Masks come back at the image's own siz
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .modeling import EdgeTam, ImageFeatures
-from .modeling.transformer import ImageContext
-from .progress import Cancelled, is_cancelled, report
+from ..io.cache import as_cache, image_signature
+from ..modeling import EdgeTam, ImageFeatures
+from ..modeling.transformer import ImageContext
+from ..progress import Cancelled, is_cancelled, report
+from ..runtime import inference
+from ..transforms import DEFAULT_PERCENTILES, _as_array, to_model_input, to_unit_rgb, upscale_logits
+from .prediction import Prediction
+from .prompts import Prompt, PromptParser
 from .tiling import TileGrid, Tiling, tiled_predict
-from .transforms import DEFAULT_PERCENTILES, _as_array, scale_xy, to_model_input, to_unit_rgb, upscale_logits
-from .runtime import inference
 
 LOGIT_CLAMP = 32.0  # low-res logits are returned clamped, as the reference predictor does
 DEFAULT_TILE_SIZE = 1024  # pixels of the image per tile (EdgeTAM's input: tile pixels are not resampled)
-
-
-@dataclass
-class Prediction:
-    """Result for one prompted object.
-
-    masks: (K, H, W) bool at the input image's size; scores: (K,) predicted IoU;
-    logits: (K, 4E, 4E) low-res logits (256x256 for EdgeTAM), clamped to +-32 — feed one
-    back as ``mask_input``; object_score: logit that an object is present (> 0: present).
-    """
-
-    masks: np.ndarray
-    scores: np.ndarray
-    logits: np.ndarray
-    object_score: float
-
-    @property
-    def best(self) -> int:
-        """Index of the mask with the highest predicted IoU."""
-        return int(np.argmax(self.scores))
-
-    def only(self, k: int) -> "Prediction":
-        """This prediction with candidate ``k`` alone (K = 1)."""
-        return Prediction(self.masks[k:k + 1], self.scores[k:k + 1], self.logits[k:k + 1], self.object_score)
-
-
-@dataclass
-class _Prompt:
-    """One object's prompt, validated and moved to the model frame."""
-
-    coords: np.ndarray  # (P, 2) model-frame pixels, box corners first
-    labels: np.ndarray  # (P,) int
-    mask: np.ndarray | None  # (4E, 4E) float logits
-    image_index: int
-
-    def signature(self) -> tuple[int, bool]:
-        return (len(self.labels), self.mask is not None)
 
 
 class ImagePredictor:
@@ -99,8 +64,7 @@ class ImagePredictor:
         self.tiling = Tiling(size, size // 4 if tile_overlap is None else tile_overlap,
                              2 * size if tile_threshold is None else tile_threshold)
         self._grid: TileGrid | None = None  # set when the current image is tiled
-        from .cache import as_cache
-
+        self._parser = PromptParser(model.config.image_size, model.config.low_res_size)
         self.cache = as_cache(cache)
 
     # ------------------------------------------------------------------ images
@@ -209,8 +173,6 @@ class ImagePredictor:
         """Features of ``pieces()`` (the image, or its tiles), from the cache when it has them."""
         signature = None
         if self.cache is not None:
-            from .cache import image_signature
-
             signature = image_signature(image, self.model, self.percentiles, channels,
                                         None if grid is None else {**self.tiling.as_dict(), "tiles": grid.boxes})
             hit = self.cache.get(signature, self.model.device, self.model.dtype)
@@ -269,7 +231,7 @@ class ImagePredictor:
             if image_index != 0:
                 raise ValueError(f"image_index must be 0 for a tiled image (one image is set), got {image_index!r}")
             obj = {"points": points, "labels": labels, "box": box, "mask_input": mask_input}
-            r = tiled_predict(self, [obj], multimask, [""])[0]
+            r = self._tiled([obj], multimask, [""])[0]
             return r.only(r.best) if best_only else r
         prompt = self._prompt(points, labels, box, mask_input, image_index, where="")
         return self._run([prompt], multimask, best_only)[0]
@@ -321,7 +283,7 @@ class ImagePredictor:
                 raise ValueError("image_index must be 0 for every object on a tiled image (one image is set)")
             objs = [{"points": pick(points, i), "labels": pick(labels, i), "box": pick(boxes, i),
                      "mask_input": pick(mask_inputs, i)} for i in range(n)]
-            return tiled_predict(self, objs, multimask, [f"[{i}]" for i in range(n)])
+            return self._tiled(objs, multimask, [f"[{i}]" for i in range(n)])
         prompts = [
             self._prompt(pick(points, i), pick(labels, i), pick(boxes, i), pick(mask_inputs, i), image_index[i],
                          where=f"[{i}]")
@@ -331,64 +293,20 @@ class ImagePredictor:
 
     # ------------------------------------------------------------------ internals
     def _prompt(self, points: Any, labels: Any, box: Any, mask_input: Any, image_index: Any, where: str,
-                hw: tuple[int, int] | None = None) -> _Prompt:
+                hw: tuple[int, int] | None = None) -> Prompt:
         features = self.features
-        if not isinstance(image_index, (int, np.integer)) or not (0 <= int(image_index) < len(features)):
+        if isinstance(image_index, bool) or not isinstance(image_index, (int, np.integer)) \
+                or not (0 <= int(image_index) < len(features)):
             raise ValueError(f"image_index{where} must be an int in [0, {len(features) - 1}], got {image_index!r}")
         hw = self._sizes[int(image_index)] if hw is None else hw
-        size = self.model.config.image_size
-        coords, labs = [], []
-        if box is not None:
-            b = _float_array(box, f"box{where}" if where == "" else f"boxes{where}")
-            if b.shape != (4,):
-                raise ValueError(f"box{where} must be 4 numbers (x0, y0, x1, y1), got shape {b.shape}")
-            if b[2] < b[0] or b[3] < b[1]:
-                raise ValueError(f"box{where} must have x1 >= x0 and y1 >= y0 (x0, y0, x1, y1), got {b.tolist()}")
-            _check_inside(b.reshape(2, 2), hw, f"box{where}")
-            coords.append(scale_xy(b.reshape(2, 2), hw, size))
-            labs.append(np.array([2, 3]))
-        if points is not None:
-            p = _float_array(points, f"points{where}")
-            if p.ndim == 1 and p.shape == (2,):
-                p = p[None]
-            if p.ndim != 2 or p.shape[1] != 2:
-                raise ValueError(f"points{where} must be shaped (P, 2) as (x, y) pixels, got shape {p.shape}")
-            _check_inside(p, hw, f"points{where}")
-            if labels is None:
-                lab = np.ones(len(p), dtype=np.int64)
-            else:
-                lab = np.asarray(labels)
-                if lab.ndim == 0:
-                    lab = lab[None]
-                if lab.ndim != 1 or len(lab) != len(p):
-                    raise ValueError(
-                        f"labels{where} must have one entry per point ({len(p)}), got shape {lab.shape}"
-                    )
-                if lab.dtype.kind not in "biu" or not np.isin(lab, (0, 1)).all():
-                    raise ValueError(f"labels{where} must be 1 (positive) or 0 (negative), got {lab.tolist()}")
-            coords.append(scale_xy(p, hw, size))
-            labs.append(lab.astype(np.int64))
-        elif labels is not None:
-            raise ValueError(f"labels{where} given without points{where}")
-        mask = None
-        if mask_input is not None:
-            m = _float_array(mask_input, f"mask_input{where}")
-            side = self.model.config.low_res_size
-            if m.shape == (1, side, side):
-                m = m[0]
-            if m.shape != (side, side):
-                raise ValueError(
-                    f"mask_input{where} must be low-res logits shaped ({side}, {side}) or (1, {side}, {side}) "
-                    f"(a Prediction.logits[k]), got shape {m.shape}"
-                )
-            mask = m
-        if not coords and mask is None:
-            raise ValueError(f"prompt{where} is empty: give points, a box or a mask_input")
-        cat_coords = np.concatenate(coords, 0).astype(np.float32) if coords else np.zeros((0, 2), np.float32)
-        cat_labels = np.concatenate(labs, 0) if labs else np.zeros((0,), np.int64)
-        return _Prompt(cat_coords, cat_labels, mask, int(image_index))
+        return self._parser.parse(points, labels, box, mask_input, hw, where, int(image_index),
+                                  box_name=None if where == "" else f"boxes{where}")
 
-    def _run(self, prompts: list[_Prompt], multimask: bool, best_only: bool = False) -> list[Prediction]:
+    def _tiled(self, objects: list[dict[str, Any]], multimask: bool, wheres: list[str]) -> list[Prediction]:
+        assert self._grid is not None
+        return tiled_predict(self._grid, objects, multimask, wheres, self._prompt, self._run)
+
+    def _run(self, prompts: list[Prompt], multimask: bool, best_only: bool = False) -> list[Prediction]:
         if not isinstance(multimask, bool):
             raise TypeError(f"multimask must be True or False, got {multimask!r}")
         model, features = self.model, self.features
@@ -429,25 +347,4 @@ class ImagePredictor:
             scores=iou.float().cpu().numpy(),
             logits=logits.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP).cpu().numpy(),
             object_score=float(obj),
-        )
-
-
-def _float_array(value: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numbers (a list or array), got {type(value).__name__}: {exc}") from None
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def _check_inside(xy: np.ndarray, hw: tuple[int, int], name: str) -> None:
-    """Points must lie on the image: 0 <= x <= W and 0 <= y <= H (pixels)."""
-    h, w = hw
-    bad = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
-    if bad.any():
-        raise ValueError(
-            f"{name} has coordinates outside the {w}x{h} image (x in [0, {w}], y in [0, {h}]): "
-            f"{xy[bad].tolist()}; coordinates are (x, y) in pixels"
         )

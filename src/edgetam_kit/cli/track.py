@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import add_runtime_args, choose_device, load_checkpoint, parse_numbers
+from .common import add_runtime_args, choose_device, load_checkpoint, parse_numbers
 
 OUT_SUFFIXES = (".tif", ".tiff", ".zarr")
 
@@ -61,7 +61,7 @@ def open_output(path: Path, shape: tuple[int, int, int]) -> Any:
 def cmd_track(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .tracking import VideoTracker
+    from ..engine.tracking import VideoTracker
 
     out = Path(args.output)
     if out.suffix.lower() not in OUT_SUFFIXES:

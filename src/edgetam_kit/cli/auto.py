@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import add_runtime_args, choose_device, load_checkpoint, read_image
+from .common import add_runtime_args, choose_device, load_checkpoint, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".gif", ".mpg", ".mpeg")
@@ -65,8 +65,8 @@ def _add_model_args(p: argparse.ArgumentParser, configs: list[str]) -> None:
 # ----------------------------------------------------------------------------- auto
 def cmd_auto(args: argparse.Namespace) -> int:
     """``edgetam auto``: automatic masks for an image or a folder, written in one format."""
-    from . import AutoMaskGenerator
-    from .export import MaskSet, exporters
+    from .. import AutoMaskGenerator
+    from ..io.export import MaskSet, exporters
 
     found = exporters()
     if args.format not in found:
@@ -126,7 +126,7 @@ def frames_of(source: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         files = image_files(source, "SOURCE")
         return len(files), ((f.name, read_image(str(f))) for f in files)
     if path.suffix.lower() in (".tif", ".tiff") + VIDEO_SUFFIXES:
-        from .sources import open_source
+        from ..io.sources import open_source
 
         src = open_source(str(path))
         n = len(src)
@@ -145,7 +145,7 @@ def frames_of(source: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """``edgetam embed``: encode every frame of SOURCE into the cache folder -o."""
-    from . import EmbeddingCache, ImagePredictor
+    from .. import EmbeddingCache, ImagePredictor
 
     cache = EmbeddingCache(args.output)
     n, frames = frames_of(args.source)

@@ -1,4 +1,8 @@
-"""Plugin manager facade: built-ins plus the ``edgetam_kit`` entry-point group.
+"""Plugin manager facade over the ``edgetam_kit`` entry-point group.
+
+The built-in plugins (``plugins/builtin.py``) are advertised in that group like any third
+party's and loaded by name; when the distribution's entry points are not visible (the package
+used from a source tree without being installed) the same module is loaded by its name.
 
 A plugin that fails to import or whose hook raises is reported (``PluginManager.errors``
 and a warning) and skipped; it never takes the host down. ``EDGETAM_KIT_DISABLE_PLUGINS=1``
@@ -7,6 +11,7 @@ turns entry-point autoload off (built-ins stay).
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -15,10 +20,11 @@ from typing import Any
 
 import pluggy
 
-from . import builtin_plugins, hookspecs
-from .hookspecs import PROJECT, CheckpointSpec, Exporter, FrameSourceOpener
+from . import hookspecs
+from .hookspecs import PROJECT, Backend, CheckpointSpec, Exporter, FrameSourceOpener
 
 DISABLE_ENV = "EDGETAM_KIT_DISABLE_PLUGINS"
+BUILTIN = ("builtin", "edgetam_kit.plugins.builtin")  # entry-point name and module of the built-ins
 
 
 @dataclass
@@ -38,15 +44,20 @@ class PluginManager:
         pm = pluggy.PluginManager(PROJECT)
         pm.add_hookspecs(hookspecs)
         self = cls(pm)
-        pm.register(builtin_plugins, name="builtin")
         if autoload is None:
             autoload = os.environ.get(DISABLE_ENV, "").strip() not in ("1", "true", "yes")
-        if autoload:
-            self._load_entry_points()
+        self._load_entry_points(only_builtin=not autoload)
+        if pm.get_plugin(BUILTIN[0]) is None:  # not installed: the built-ins by module name
+            try:
+                pm.register(importlib.import_module(BUILTIN[1]), name=BUILTIN[0])
+            except Exception as exc:
+                self._report(BUILTIN[0], "load", exc)
         return self
 
-    def _load_entry_points(self) -> None:
+    def _load_entry_points(self, only_builtin: bool = False) -> None:
         for ep in entry_points(group=PROJECT):
+            if only_builtin and (ep.name, ep.value) != BUILTIN:
+                continue
             try:
                 plugin = ep.load()
                 if self.pm.get_plugin(ep.name) is None:
@@ -101,9 +112,7 @@ class PluginManager:
         return found
 
     def backends(self) -> dict[str, Any]:
-        """Runtimes (``runtime.Backend``) from every plugin, by name (a later plugin overrides a name)."""
-        from .runtime import Backend
-
+        """Runtimes (``Backend``) from every plugin, by name (a later plugin overrides a name)."""
         found: dict[str, Any] = {}
         for plugin, backend in self.call("edgetam_kit_backends"):
             if not isinstance(backend, Backend) or not callable(backend.prepare):

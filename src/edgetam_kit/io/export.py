@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .progress import report
+from ..progress import report
 
 OME_NGFF_VERSION = "0.4"
 LABEL_NAME = "masks"
@@ -254,7 +254,7 @@ def write_ome_zarr(items: Any, out: str | os.PathLike, progress: Any = None) -> 
 # ----------------------------------------------------------------------------- by name
 def exporters() -> dict[str, Any]:
     """Exporters by name, from every plugin (built-ins included)."""
-    from .plugins import get_plugin_manager
+    from ..plugins.manager import get_plugin_manager
 
     return get_plugin_manager().exporters()
 

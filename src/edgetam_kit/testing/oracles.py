@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint_keys import original_to_hf, original_video_to_hf
-from .config import EdgeTamConfig, get_config
+from ..io.checkpoint_keys import original_to_hf, original_video_to_hf
+from ..config import EdgeTamConfig, get_config
 from .random_weights import randomize_
 
 

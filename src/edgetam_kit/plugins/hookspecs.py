@@ -70,6 +70,18 @@ class FrameSourceOpener:
     priority: int = 0
 
 
+@dataclass(frozen=True)
+class Backend:
+    """A named runtime. ``prepare(model, precision)`` returns the model's ``edgetam_kit.runtime.Runtime``;
+    ``available()`` says whether it can run here (e.g. a compiler is installed)."""
+
+    name: str
+    prepare: Callable[[Any, str], Runtime]
+    description: str = ""
+    available: Callable[[], bool] = lambda: True
+
+
+
 @hookspec
 def edgetam_kit_checkpoints() -> list[CheckpointSpec]:
     """Return named checkpoints this plugin provides (names must be unique across plugins)."""
@@ -90,8 +102,8 @@ def edgetam_kit_exporters() -> list[Exporter]:
 
 
 @hookspec
-def edgetam_kit_backends() -> list:
-    """Return runtimes (``edgetam_kit.runtime.Backend``: a name and ``prepare(model, precision)
+def edgetam_kit_backends() -> list[Backend]:
+    """Return runtimes (``Backend``: a name and ``prepare(model, precision)
     -> Runtime``), e.g. compiled or ONNX. The built-in ``eager`` (the default of ``load_model``)
     and ``compiled`` backends are registered through this hook; a later plugin's backend
     replaces an earlier one of the same name."""

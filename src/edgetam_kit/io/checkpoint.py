@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 import torch
 
 from .checkpoint_keys import is_video_key, original_to_hf, original_video_to_hf
-from .config import EdgeTamConfig, ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, get_config
-from .hookspecs import CheckpointSpec
-from .modeling import EdgeTam
+from ..config import EdgeTamConfig, ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, get_config
+from ..plugins.hookspecs import CheckpointSpec
+from ..modeling import EdgeTam
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -284,7 +284,7 @@ def _fetch_from_hub(repo_id: str, filename: str | None) -> Path:
 # ----------------------------------------------------------------------------- public
 def resolve_source(source: str | os.PathLike) -> tuple[str, Path | None, CheckpointSpec | None]:
     """Say what ``source`` is without loading: ("path" | "name" | "hub", local path or None, spec or None)."""
-    from .plugins import get_plugin_manager
+    from ..plugins.manager import get_plugin_manager
 
     if isinstance(source, os.PathLike) or Path(str(source)).expanduser().exists():
         return "path", Path(source).expanduser(), None
@@ -317,7 +317,7 @@ def load_model(
     ``edgetam``); HF folders carry their own. backend / precision: the inference runtime
     (``ek.optimize``; ``backend="none"`` runs the plain modules). Returns the model in eval mode.
     """
-    from .runtime import _parse_precision
+    from ..runtime.backends import _parse_precision
 
     _parse_precision(precision)  # checked before any file is read
     if not isinstance(backend, str):
@@ -362,7 +362,7 @@ def load_model(
         )
     model.eval()
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
-    from .runtime import optimize
+    from ..runtime.backends import optimize
 
     return optimize(model, backend=backend, precision=precision)
 

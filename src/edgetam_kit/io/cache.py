@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling import EdgeTam, ImageFeatures
+from ..modeling import EdgeTam, ImageFeatures
 
 CACHE_FORMAT = 1
 MARKER = "edgetam-cache.json"
@@ -46,7 +46,7 @@ STALE_TMP_SECONDS = 3600.0  # temporary folders older than this are removed by l
 # ----------------------------------------------------------------------------- signatures
 def content_hash(image: Any) -> str:
     """blake2b of an array's bytes, shape and dtype."""
-    from .transforms import _as_array
+    from ..transforms import _as_array
 
     arr = np.ascontiguousarray(_as_array(image, "image"))
     h = hashlib.blake2b(digest_size=20)
@@ -95,7 +95,7 @@ def model_identity(model: EdgeTam) -> dict[str, Any]:
 def image_signature(image: Any, model: EdgeTam, percentiles: Sequence[float], channels: Any,
                     tiling: dict[str, Any] | None) -> dict[str, Any]:
     """Everything an image's embedding depends on, JSON-ready."""
-    from .transforms import _as_array
+    from ..transforms import _as_array
 
     arr = _as_array(image, "image")
     ch = None if channels is None else ([int(channels)] if isinstance(channels, (int, np.integer))

@@ -21,14 +21,17 @@ Coordinates: boxes are (x0, y0, x1, y1) in image pixels with x1, y1 exclusive fo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .masks import MaskRecords, encode_rles, masks_to_boxes
+from .prediction import Prediction
+
 if TYPE_CHECKING:
-    from .predictor import ImagePredictor, Prediction
+    from .prompts import Prompt
 
 Box = tuple[int, int, int, int]
 
@@ -149,13 +152,15 @@ def _extent(points: np.ndarray | None, box: np.ndarray | None) -> tuple[float, f
     return (float(allxy[:, 0].min()), float(allxy[:, 1].min()), float(allxy[:, 0].max()), float(allxy[:, 1].max()))
 
 
-def tiled_predict(pred: "ImagePredictor", objects: list[dict[str, Any]], multimask: bool,
-                  wheres: list[str]) -> list["Prediction"]:
+def tiled_predict(grid: TileGrid, objects: list[dict[str, Any]], multimask: bool, wheres: list[str],
+                  parse: Callable[..., "Prompt"], run: Callable[[list["Prompt"], bool], list[Prediction]],
+                  ) -> list[Prediction]:
     """Decode ``objects`` (dicts of points, labels, box, mask_input in image pixels) on a
-    tiled image: route each to a tile (or several, stitched) and paste into full size."""
-    from .predictor import Prediction
+    tiled image: route each to a tile (or several, stitched) and paste into full size.
 
-    grid: TileGrid = pred._grid  # type: ignore[assignment]
+    parse(points, labels, box, mask_input, tile, where=, hw=None) -> Prompt: the predictor's
+    parser for a tile (or, with ``hw``, for the whole image); run(prompts, multimask): decodes
+    prompts on the tiles they name and returns one ``Prediction`` each."""
     h, w = grid.image_hw
     subs: list[tuple[int, int]] = []  # (object, tile) per decoded prompt
     prompts = []
@@ -165,7 +170,7 @@ def tiled_predict(pred: "ImagePredictor", objects: list[dict[str, Any]], multima
         if obj["points"] is None and obj["box"] is None and obj["mask_input"] is not None:
             raise ValueError(f"prompt{where}: on a tiled image a mask_input needs points or a box to place it")
         # validate in the image's own frame (named errors, the whole image as the bound)
-        pred._prompt(obj["points"], obj["labels"], obj["box"], None, 0, where=where, hw=(h, w))
+        parse(obj["points"], obj["labels"], obj["box"], None, 0, where=where, hw=(h, w))
         pts = None if obj["points"] is None else np.asarray(obj["points"], np.float32).reshape(-1, 2)
         labs = None if pts is None else (np.ones(len(pts), np.int64) if obj["labels"] is None
                                          else np.asarray(obj["labels"]).reshape(-1).astype(np.int64))
@@ -189,7 +194,7 @@ def tiled_predict(pred: "ImagePredictor", objects: list[dict[str, Any]], multima
                     tb = bx - np.concatenate([off, off])
             if tb is None and (tl is None or not (tl == 1).any()):
                 continue  # no box and no positive click of this object lands in this tile
-            prompts.append(pred._prompt(tp, tl, tb, obj["mask_input"] if t == primary else None, t, where=where))
+            prompts.append(parse(tp, tl, tb, obj["mask_input"] if t == primary else None, t, where=where))
             subs.append((i, t))
             used.append(t)
         if not used:  # one tile holds the prompt (or only negatives are spread out): decode it there
@@ -197,13 +202,13 @@ def tiled_predict(pred: "ImagePredictor", objects: list[dict[str, Any]], multima
             off = np.array([x0, y0], np.float32)
             tp = None if pts is None else np.clip(pts - off, 0, [x1 - x0, y1 - y0])
             tb = None if box is None else np.clip(box - np.concatenate([off, off]), 0, [x1 - x0, y1 - y0] * 2)
-            prompts.append(pred._prompt(tp, labs, tb, obj["mask_input"], primary, where=where))
+            prompts.append(parse(tp, labs, tb, obj["mask_input"], primary, where=where))
             subs.append((i, primary))
             used.append(primary)
         elif primary not in used:
             primary = used[0]
         plans.append((used, primary))
-    results = pred._run(prompts, multimask)
+    results = run(prompts, multimask)
     by_object: dict[int, dict[int, "Prediction"]] = {}
     for (i, t), r in zip(subs, results):
         by_object.setdefault(i, {})[t] = r
@@ -254,7 +259,6 @@ def merge_tile_masks(records: Any, grid: TileGrid, nms_thresh: float, match_iou:
     """
     import torch
 
-    from .automask import MaskRecords, encode_rles, masks_to_boxes
 
     n = len(records)
     if n == 0:

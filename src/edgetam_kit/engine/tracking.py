@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .modeling import EdgeTam, ImageFeatures
-from .modeling.edgetam import TrackOutput
-from .modeling.memory_attention import FramePrefix
-from .predictor import _check_inside, _float_array
-from .progress import Cancelled, is_cancelled, report
-from .sources import FrameSource, open_source
-from .transforms import DEFAULT_PERCENTILES, scale_xy, to_model_input, to_unit_rgb, upscale_logits
-from .runtime import inference
+from ..modeling import EdgeTam, ImageFeatures
+from ..modeling.edgetam import TrackOutput
+from ..modeling.memory_attention import FramePrefix
+from .prompts import PromptParser
+from ..progress import Cancelled, is_cancelled, report
+from ..io.sources import FrameSource, open_source
+from ..transforms import DEFAULT_PERCENTILES, to_model_input, to_unit_rgb, upscale_logits
+from ..runtime.backends import inference
 
 DIRECTIONS = ("forward", "backward", "both")
 
@@ -382,31 +382,11 @@ class TrackingSession:
             t = torch.from_numpy(arr.astype(np.float32))[None, None].to(dev)
             t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             return None, None, (t >= 0.5).to(self.model.dtype)
-        coords, labs = [], []
-        if box is not None:
-            b = _float_array(box, "box")
-            if b.shape != (4,) or b[2] < b[0] or b[3] < b[1]:
-                raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1) with x1 >= x0, y1 >= y0, got {b.tolist()}")
-            _check_inside(b.reshape(2, 2), hw, "box")
-            coords.append(scale_xy(b.reshape(2, 2), hw, size))
-            labs.append(np.array([2, 3]))
-        if points is not None:
-            p = _float_array(points, "points")
-            p = p[None] if p.shape == (2,) else p
-            if p.ndim != 2 or p.shape[1] != 2:
-                raise ValueError(f"points must be shaped (P, 2) as (x, y) pixels, got shape {p.shape}")
-            _check_inside(p, hw, "points")
-            lab = np.ones(len(p), np.int64) if labels is None else np.atleast_1d(np.asarray(labels))
-            if lab.shape != (len(p),) or not np.isin(lab, (0, 1)).all():
-                raise ValueError(f"labels must be one 1 (positive) or 0 (negative) per point, got {lab.tolist()}")
-            coords.append(scale_xy(p, hw, size))
-            labs.append(lab.astype(np.int64))
-        elif labels is not None:
-            raise ValueError("labels given without points")
-        if not coords:
+        if points is None and box is None:
             raise ValueError("add_prompt needs points, a box or a mask")
-        c = torch.from_numpy(np.concatenate(coords).astype(np.float32))[None].to(dev, self.model.dtype)
-        lab_t = torch.from_numpy(np.concatenate(labs))[None].to(dev)
+        prompt = PromptParser(size, self.model.config.low_res_size).parse(points, labels, box, None, hw)
+        c = torch.from_numpy(prompt.coords)[None].to(dev, self.model.dtype)
+        lab_t = torch.from_numpy(prompt.labels)[None].to(dev)
         return c, lab_t, None
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import EdgeTamConfig, get_config
-from .modeling import EdgeTam
+from ..config import EdgeTamConfig, get_config
+from ..modeling import EdgeTam
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -1,0 +1,202 @@
+"""Mask records and the operations on them that automatic masks and tiling share: point grids,
+crop boxes, stability scores, boxes of masks, COCO RLE encoding, small-region removal and NMS.
+
+Boxes are (x0, y0, x1, y1) in pixels; masks are bool (N, H, W); RLEs are pycocotools' compact form.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+import numpy as np
+import torch
+
+EDGE_TOLERANCE = 20.0  # pixels: a box this close to a crop edge counts as cut by it
+
+
+# ----------------------------------------------------------------------------- grids and crops
+def point_grid(n_per_side: int) -> np.ndarray:
+    """(n*n, 2) points (x, y) in [0, 1], cell centres of an n x n grid, rows of x first."""
+    offset = 1 / (2 * n_per_side)
+    side = np.linspace(offset, 1 - offset, n_per_side)
+    xs = np.tile(side[None, :], (n_per_side, 1))
+    ys = np.tile(side[:, None], (1, n_per_side))
+    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def crop_boxes(hw: tuple[int, int], n_layers: int, overlap_ratio: float) -> tuple[list[list[int]], list[int]]:
+    """Crop boxes (x0, y0, x1, y1) and their layer: the image, then (2^(i+1))^2 crops per layer."""
+    h, w = hw
+    boxes, layers = [[0, 0, w, h]], [0]
+    short = min(h, w)
+    for i in range(n_layers):
+        n = 2 ** (i + 1)
+        overlap = int(overlap_ratio * short * (2 / n))
+        cw = int(math.ceil((overlap * (n - 1) + w) / n))
+        ch = int(math.ceil((overlap * (n - 1) + h) / n))
+        for x0, y0 in product([int((cw - overlap) * k) for k in range(n)], [int((ch - overlap) * k) for k in range(n)]):
+            boxes.append([x0, y0, min(x0 + cw, w), min(y0 + ch, h)])
+            layers.append(i + 1)
+    return boxes, layers
+
+
+# ----------------------------------------------------------------------------- mask helpers
+def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """IoU between the masks ``logits > threshold + offset`` and ``> threshold - offset``."""
+    inter = (logits > threshold + offset).sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
+    union = (logits > threshold - offset).sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
+    return inter / union
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool -> (N, 4) int64 inclusive pixel bounds x0, y0, x1, y1; 0s when empty."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, dtype=torch.int64)
+    rows, cols = masks.any(-1), masks.any(-2)
+    y0 = rows.int().argmax(-1)
+    y1 = h - 1 - rows.flip(-1).int().argmax(-1)
+    x0 = cols.int().argmax(-1)
+    x1 = w - 1 - cols.flip(-1).int().argmax(-1)
+    out = torch.stack([x0, y0, x1, y1], -1).long()
+    return out * rows.any(-1, keepdim=True)
+
+
+def near_crop_edge(boxes: torch.Tensor, crop: Sequence[float], image: Sequence[float],
+                   atol: float = EDGE_TOLERANCE) -> torch.Tensor:
+    """(N,) True where a box (image frame) is within ``atol`` of a side of ``crop`` that is
+    not also a side of ``image``."""
+    b = boxes.float()
+    c = torch.as_tensor(crop, dtype=torch.float32)[None]
+    i = torch.as_tensor(image, dtype=torch.float32)[None]
+    near_crop = torch.isclose(b, c, atol=atol, rtol=0)
+    near_image = torch.isclose(b, i, atol=atol, rtol=0)
+    return (near_crop & ~near_image).any(1)
+
+
+def encode_rles(masks: np.ndarray) -> list[dict[str, Any]]:
+    """(N, H, W) bool -> pycocotools compressed RLEs (counts as bytes)."""
+    from pycocotools import mask as mask_utils
+
+    if len(masks) == 0:
+        return []
+    return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.decode(rle).astype(bool)
+
+
+def rle_counts_in_image(mask: np.ndarray, offset: tuple[int, int], image_hw: tuple[int, int]) -> list[int]:
+    """Uncompressed (column-major) RLE counts of ``mask`` placed at ``offset`` (x0, y0) in an
+    image of ``image_hw``, without building the full-size mask."""
+    h, w = mask.shape
+    hh, ww = image_hw
+    x0, y0 = offset
+    padded = np.zeros((w, h + 2), np.int8)  # columns, each with a False above and below
+    padded[:, 1:-1] = mask.T
+    d = np.diff(padded, axis=1)
+    cols_s, rows_s = np.nonzero(d == 1)
+    cols_e, rows_e = np.nonzero(d == -1)
+    starts = (x0 + cols_s) * hh + y0 + rows_s
+    ends = (x0 + cols_e) * hh + y0 + rows_e
+    if len(starts) > 1:  # runs continuing from one full-height column into the next
+        join = starts[1:] == ends[:-1]
+        if join.any():
+            starts = np.concatenate([starts[:1], starts[1:][~join]])
+            ends = np.concatenate([ends[:-1][~join], ends[-1:]])
+    total = hh * ww
+    bounds = np.empty(2 * len(starts) + 2, np.int64)
+    bounds[0], bounds[-1] = 0, total
+    bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+    return np.diff(bounds).tolist()
+
+
+def to_coco_rle(counts: list[int], image_hw: tuple[int, int]) -> dict[str, Any]:
+    """Uncompressed counts -> COCO compressed RLE with ``counts`` as str (JSON-ready)."""
+    from pycocotools import mask as mask_utils
+
+    h, w = image_hw
+    rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def remove_small_regions(mask: np.ndarray, area: float, mode: str) -> tuple[np.ndarray, bool]:
+    """Fill holes (``mode="holes"``) or drop islands (``"islands"``) smaller than ``area``
+    pixels, 8-connected. Returns (mask, changed); keeps the largest island if all are small."""
+    from skimage.measure import label
+
+    holes = mode == "holes"
+    working = mask ^ holes
+    lab = label(working, connectivity=2)
+    sizes = np.bincount(lab.ravel())[1:]
+    small = np.flatnonzero(sizes < area) + 1
+    if len(small) == 0:
+        return mask, False
+    if holes:
+        return mask | np.isin(lab, small), True
+    keep = np.flatnonzero(sizes >= area) + 1
+    if len(keep) == 0:
+        keep = np.array([int(np.argmax(sizes)) + 1])
+    return np.isin(lab, keep), True
+
+
+# ----------------------------------------------------------------------------- mask records
+@dataclass
+class MaskRecords:
+    """Masks found so far. ``rles[i]`` covers ``regions[i]`` (x0, y0, x1, y1; exclusive end)
+    of the image; ``boxes`` are inclusive pixel bounds in the image frame."""
+
+    rles: list[dict[str, Any]] = field(default_factory=list)
+    regions: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4))
+    iou: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    stability: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    crop_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    cut: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # touches an inner tile side
+    tile: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def select(self, keep: Any) -> "MaskRecords":
+        idx = torch.as_tensor(keep)
+        if idx.dtype == torch.bool:
+            idx = torch.nonzero(idx).flatten()
+        idx = idx.long()
+        ni = idx.numpy()
+        return MaskRecords([self.rles[i] for i in ni], self.regions[ni], self.boxes[idx], self.iou[idx],
+                           self.stability[idx], self.points[ni], self.crop_boxes[ni], self.cut[ni], self.tile[ni])
+
+    @staticmethod
+    def cat(parts: Sequence["MaskRecords"]) -> "MaskRecords":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return MaskRecords()
+        return MaskRecords(
+            [r for p in parts for r in p.rles], np.concatenate([p.regions for p in parts]),
+            torch.cat([p.boxes for p in parts]), torch.cat([p.iou for p in parts]),
+            torch.cat([p.stability for p in parts]), np.concatenate([p.points for p in parts]),
+            np.concatenate([p.crop_boxes for p in parts]), np.concatenate([p.cut for p in parts]),
+            np.concatenate([p.tile for p in parts]),
+        )
+
+    def mask(self, i: int) -> np.ndarray:
+        """Mask i over its region."""
+        return decode_rle(self.rles[i])
+
+    def nms(self, scores: torch.Tensor, thresh: float) -> "MaskRecords":
+        from torchvision.ops import batched_nms
+
+        if len(self) == 0:
+            return self
+        keep = batched_nms(self.boxes.float(), scores.float(), torch.zeros(len(self), dtype=torch.long), thresh)
+        return self.select(keep)
