@@ -214,11 +214,13 @@ def bench_automask(refs, points_per_side: int) -> list[Row]:
         from edgetam_kit.engine.masks import point_grid
 
         grid = torch.as_tensor(point_grid(points_per_side) * side, dtype=torch.float32)[:, None, :]
-        model, feats = ours.model, ours.predictor.features
-        context = model.image_context(feats)
+        from edgetam_kit.runtime import runtime_of
+
+        rt, feats = runtime_of(ours.model), ours.predictor.features
+        context = rt.image_context(feats)
         upscaled = 0
         for s in range(0, len(grid), 8):  # a few prompts at a time: each carries ~40 MB of maps
-            out = model.decode(feats, grid[s:s + 8], torch.ones(len(grid[s:s + 8]), 1, dtype=torch.long), None,
+            out = rt.decode(feats, grid[s:s + 8], torch.ones(len(grid[s:s + 8]), 1, dtype=torch.long), None,
                                True, context=context, min_iou=settings["pred_iou_thresh"])
             upscaled += len(out.rows)
     return [Row(f"automatic masks, {points_per_side}x{points_per_side} points (s)", "s", times, ">= 3x vs original",

@@ -319,10 +319,13 @@ def test_iou_prefilter_makes_only_the_masks_that_pass(tiny_refs, amg_images) -> 
     size = model.config.image_size
     coords = torch.as_tensor(point_grid(6) * size, dtype=torch.float32)[:, None, :]
     labels = torch.ones(len(coords), 1, dtype=torch.long)
+    from edgetam_kit.runtime import runtime_of
+
+    rt = runtime_of(model)
     with torch.inference_mode():
-        full = model.decode(pred.features, coords, labels, None, True)
+        full = rt.decode(pred.features, coords, labels, None, True)
         t = float(full.iou.amax(-1).median())
-        part = model.decode(pred.features, coords, labels, None, True, min_iou=t)
+        part = rt.decode(pred.features, coords, labels, None, True, min_iou=t)
     want = (full.iou.amax(-1) > t).nonzero().squeeze(1)
     assert 0 < len(want) < len(coords) and torch.equal(part.rows, want)
     assert torch.allclose(part.low_res_logits, full.low_res_logits[want], atol=1e-4)

@@ -19,16 +19,19 @@ from edgetam_kit.io.cache import EmbeddingCache, image_signature, signature_key
 
 @pytest.fixture()
 def model(tiny_refs, monkeypatch) -> ek.EdgeTam:
-    """A tiny model whose encoder calls are counted in ``model.encodes``."""
+    """A tiny model whose encoder passes (through any runtime built for it) are counted in ``model.encodes``."""
+    from edgetam_kit.runtime import Runtime
+
     m = ek.load_model(tiny_refs.hf_folder)
     m.encodes = 0
-    real = m.encode_image
+    real = Runtime.encode_image
 
-    def counting(pixels):
-        m.encodes += 1
-        return real(pixels)
+    def counting(self, pixels, *args, **kwargs):
+        if self.model is m:
+            m.encodes += 1
+        return real(self, pixels, *args, **kwargs)
 
-    monkeypatch.setattr(m, "encode_image", counting)
+    monkeypatch.setattr(Runtime, "encode_image", counting)
     return m
 
 

@@ -15,7 +15,7 @@ import torch
 
 import edgetam_kit as ek
 from edgetam_kit.plugins import get_plugin_manager
-from edgetam_kit.runtime import Backend, FoldedEncoder, Runtime, prepare_eager
+from edgetam_kit.runtime import Backend, FoldedEncoder, Runtime, prepare_eager, runtime_of
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,9 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _features(model: ek.EdgeTam, image: np.ndarray):
     from edgetam_kit.transforms import to_model_input, to_unit_rgb
 
-    with torch.inference_mode():
-        return model.encode_image(to_model_input(to_unit_rgb(image), model.config.image_size, model.device, model.dtype))
+    rt = runtime_of(model)
+    with rt.inference():
+        return rt.encode_image(to_model_input(to_unit_rgb(image), model.config.image_size, model.device, model.dtype))
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> bool:
@@ -46,10 +47,10 @@ def test_builtin_backends_come_through_the_hook() -> None:
 
 def test_load_model_uses_eager_backend_by_default(tiny_folder: Path) -> None:
     model = ek.load_model(tiny_folder)
-    assert isinstance(model.runtime, Runtime) and model.runtime.backend == "eager"
-    assert isinstance(model.runtime.encoder, FoldedEncoder)
+    assert isinstance(runtime_of(model), Runtime) and runtime_of(model).backend == "eager"
+    assert isinstance(runtime_of(model).encoder, FoldedEncoder)
     plain = ek.load_model(tiny_folder, backend="none")
-    assert plain.runtime.backend == "none" and plain.runtime.encoder is None
+    assert runtime_of(plain).backend == "none" and runtime_of(plain).encoder is None
 
 
 def test_fused_pointwise_kernels_and_their_fallbacks() -> None:
@@ -74,7 +75,7 @@ def test_fused_pointwise_kernels_and_their_fallbacks() -> None:
 def test_softmax_over_few_tokens_equals_torch_softmax() -> None:
     """The decoder's short-row softmax equals torch's, for large logits too (no overflow), and
     keeps the autograd graph when a gradient is recorded."""
-    from edgetam_kit.modeling.transformer import softmax_few
+    from edgetam_kit.runtime.fast_decoder import softmax_few
 
     torch.manual_seed(0)
     x = torch.randn(2, 300, 8, 9) * torch.tensor([1.0, 50.0, 500.0]).repeat_interleave(100).view(1, 300, 1, 1)
@@ -93,8 +94,8 @@ def test_folded_encoder_matches_plain_modules(preset: str, images: dict[str, np.
     plain = _features(model, images["astronaut"])
     ek.optimize(model)
     fast = _features(model, images["astronaut"])
-    assert model.runtime.encoder.compose  # EdgeTAM: levels 0/1 have no top-down path
-    assert model.runtime.encoder.fused_blocks > 0  # GELU/residual fused into the convs (cpu_fusion)
+    assert runtime_of(model).encoder.compose  # EdgeTAM: levels 0/1 have no top-down path
+    assert runtime_of(model).encoder.fused_blocks > 0  # GELU/residual fused into the convs (cpu_fusion)
     assert _close(fast.embed, plain.embed) and _close(fast.high_res[0], plain.high_res[0])
     assert _close(fast.high_res[1], plain.high_res[1])
     assert fast.embed.is_contiguous() and fast.high_res[0].is_contiguous()
@@ -110,7 +111,7 @@ def test_optimize_keeps_state_dict_and_follows_to(tiny_folder: Path, tmp_path: P
     for k, v in plain.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
     model.to(torch.float64)
-    assert next(model.runtime.encoder.parameters()).dtype == torch.float64
+    assert next(runtime_of(model).encoder.parameters()).dtype == torch.float64
     f = _features(model, images["astronaut"])
     assert f.embed.dtype == torch.float64
 
@@ -165,7 +166,7 @@ def test_bad_runtime_arguments(tiny_folder: Path) -> None:
         ek.optimize(model, threads=0)
     with pytest.raises(TypeError, match="model must be an EdgeTam"):
         ek.optimize("edgetam")
-    assert model.runtime.backend == "eager"  # rejected calls change nothing
+    assert runtime_of(model).backend == "eager"  # rejected calls change nothing
 
 
 def test_threads_setting(tiny_folder: Path) -> None:
@@ -187,11 +188,12 @@ def test_decoder_context_gives_identical_masks(tiny_folder: Path, images: dict[s
     coords = torch.tensor([[[100.0, 80.0]], [[30.0, 200.0]], [[128.0, 128.0]]])
     labels = torch.ones(3, 1, dtype=torch.long)
     index = torch.tensor([0, 1, 1])
+    rt = runtime_of(model)
     with torch.inference_mode():
         sel = feats.select(index)
-        plain = model.decode(sel, coords, labels, None, True)
-        ctx = model.image_context(feats).select(index)
-        fast = model.decode(sel, coords, labels, None, True, context=ctx)
+        plain = rt.decode(sel, coords, labels, None, True)
+        ctx = rt.image_context(feats).select(index)
+        fast = rt.decode(sel, coords, labels, None, True, context=ctx)
     assert torch.equal(plain.low_res_logits, fast.low_res_logits)
     assert torch.equal(plain.iou, fast.iou)
 
@@ -205,12 +207,12 @@ def test_bf16_tracking_stays_close_to_fp32(tiny_folder: Path, images: dict[str, 
     frames = np.stack([src.frame(i) for i in range(4)])
     model = ek.load_model(tiny_folder)
     seen: list[tuple[torch.dtype, bool]] = []
-    hook = model.mask_decoder.register_forward_pre_hook(
+    hook = model.mask_decoder.pred_obj_score_head.register_forward_pre_hook(
         lambda _m, args: seen.append((args[0].dtype, torch.is_autocast_enabled("cpu"))))
     runs, image_masks = {}, {}
     for precision in ("fp32", "bf16"):
         ek.optimize(model, precision=precision)
-        assert model.runtime.precision == precision
+        assert runtime_of(model).precision == precision
         s = ek.VideoTracker(model).start(frames)
         s.add_prompt(0, 1, points=[src.center(0)])
         runs[precision] = [m[0] for _, _, m in s.propagate()]
@@ -233,7 +235,7 @@ def test_compiled_backend_matches_eager(tiny_folder: Path, images: dict[str, np.
         pytest.skip("no C compiler for torch.compile on this machine")
     eager = _features(ek.load_model(tiny_folder), images["astronaut"])
     model = ek.load_model(tiny_folder, backend="compiled")
-    assert model.runtime.backend == "compiled"
+    assert runtime_of(model).backend == "compiled"
     compiled = _features(model, images["astronaut"])
     assert _close(compiled.embed, eager.embed, 1e-3)
     # tracking two objects: the compiled memory attention gets the frame's shared prefix

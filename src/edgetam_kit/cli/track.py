@@ -62,6 +62,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..engine.tracking import VideoTracker
+    from ..io.labels import paint_labels
 
     out = Path(args.output)
     if out.suffix.lower() not in OUT_SUFFIXES:
@@ -79,15 +80,11 @@ def cmd_track(args: argparse.Namespace) -> int:
         print(f"object {obj} on frame {frame}: {int(r.mask.sum())} pixels, score {r.score:.3f}")
     h, w = session.frame_hw
     labels = open_output(out, (session.num_frames, h, w))
-    order = np.argsort(session.obj_ids)
     done = 0
     bar = tqdm(total=session.num_frames if args.direction == "both" else None, desc="tracking", unit="frame")
     try:
         for frame, obj_ids, masks in session.propagate(args.direction, progress=bar):
-            plane = np.zeros((h, w), np.uint32)
-            for k in order:
-                plane[masks[k]] = obj_ids[k]
-            labels[frame] = plane
+            labels[frame] = paint_labels(masks, obj_ids, shape=(h, w))
             done += 1
     finally:
         bar.close()

@@ -39,10 +39,9 @@ import torch
 
 from ..modeling import EdgeTam, ImageFeatures
 from ..progress import Cancelled, is_cancelled, report
-from ..runtime import inference
 from ..transforms import _as_array, to_unit_rgb, upscale_logits
-from .masks import (MaskRecords, crop_boxes, encode_rles, masks_to_boxes, near_crop_edge, point_grid,
-                    remove_small_regions, rle_counts_in_image, stability_score, to_coco_rle)
+from .masks import (MaskRecords, annotations, crop_boxes, encode_rles, masks_to_boxes, near_crop_edge, point_grid,
+                    remove_small_regions, stability_score)
 from .predictor import ImagePredictor
 
 OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
@@ -196,34 +195,7 @@ class AutoMaskGenerator:
 
     def to_annotations(self, records: MaskRecords, hw: tuple[int, int]) -> list[dict[str, Any]]:
         """Records -> the list of result dicts, largest area first."""
-        from pycocotools import mask as mask_utils
-
-        anns = []
-        boxes = records.boxes.float().numpy()
-        for i in range(len(records)):
-            x0, y0, x1, y1 = (int(v) for v in records.regions[i])
-            area = int(mask_utils.area(records.rles[i]))
-            if self.config.output_mode == "binary_mask":
-                seg: Any = np.zeros(hw, bool)
-                seg[y0:y1, x0:x1] = records.mask(i)
-            else:
-                counts = rle_counts_in_image(records.mask(i), (x0, y0), hw)
-                seg = {"size": [hw[0], hw[1]], "counts": counts}
-                if self.config.output_mode == "coco_rle":
-                    seg = to_coco_rle(counts, hw)
-            b = boxes[i]
-            c = records.crop_boxes[i]
-            anns.append({
-                "segmentation": seg,
-                "area": area,
-                "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                "predicted_iou": float(records.iou[i]),
-                "point_coords": [[float(records.points[i][0]), float(records.points[i][1])]],
-                "stability_score": float(records.stability[i]),
-                "crop_box": [float(c[0]), float(c[1]), float(c[2] - c[0]), float(c[3] - c[1])],
-            })
-        order = sorted(range(len(anns)), key=lambda k: -anns[k]["area"])
-        return [anns[k] for k in order]
+        return annotations(records, hw, self.config.output_mode)
 
     # ------------------------------------------------------------------ crops (untiled)
     def _generate_crops(self, image: Any, rgb: np.ndarray | None, channels: Any, hw: tuple[int, int], progress: Any,
@@ -243,7 +215,7 @@ class AutoMaskGenerator:
                 assert rgb is not None
                 self.predictor.set_image(rgb[y0:y1, x0:x1])
             region_hw = (y1 - y0, x1 - x0)
-            decode = self._decoder_for(self.predictor.features, self.predictor._image_pe, box, region_hw)
+            decode = self._decoder_for(self.predictor.features, box, region_hw)
             points = self.point_grids[layer] * np.array(region_hw)[None, ::-1]
             data = self._process_region(decode, points, box, box, [0, 0, w, h], counter, cancel)
             data = data.nms(data.iou, self.config.box_nms_thresh)
@@ -274,7 +246,7 @@ class AutoMaskGenerator:
                 raise Cancelled(f"generate cancelled after {counter.done} of {total} batches")
             region_hw = grid.tile_hw(t)
             feats = self.predictor.features.select(torch.tensor([t], device=self.model.device))
-            decode = self._decoder_for(feats, self.predictor._image_pe, list(box), region_hw)
+            decode = self._decoder_for(feats, list(box), region_hw)
             points = grid_points * np.array(region_hw)[None, ::-1]
             data = self._process_region(decode, points, list(box), list(box), list(box), counter, cancel)
             data = data.nms(data.iou, self.config.box_nms_thresh)
@@ -284,8 +256,7 @@ class AutoMaskGenerator:
         return merge_tile_masks(MaskRecords.cat(parts), grid, self.config.crop_nms_thresh)
 
     # ------------------------------------------------------------------ the core
-    def _decoder_for(self, features: ImageFeatures, image_pe: torch.Tensor | None, box: Sequence[int],
-                     region_hw: tuple[int, int]) -> Decoder:
+    def _decoder_for(self, features: ImageFeatures, box: Sequence[int], region_hw: tuple[int, int]) -> Decoder:
         """A function: points (B, 2) in region pixels -> (low-res logits (R, K, 4E, 4E), IoU
         (R, K), the R prompts' rows in the batch), all B single-point prompts in one decoder
         call. With a predicted-IoU filter and several masks per point, only the points with a
@@ -296,8 +267,9 @@ class AutoMaskGenerator:
         h, w = region_hw
         multimask = self.config.multimask_output
         min_iou = self.config.pred_iou_thresh if multimask and self.config.pred_iou_thresh > 0.0 else None
-        with inference(model):  # image tokens and first-layer keys/values: once per region
-            context = model.image_context(features, image_pe)
+        runtime = self.predictor.runtime()
+        with runtime.inference():  # image tokens and first-layer keys/values: once per region
+            context = runtime.image_context(features)
 
         def decode_chunk(points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
             p = torch.as_tensor(points, dtype=torch.float32).clone()
@@ -306,12 +278,8 @@ class AutoMaskGenerator:
             coords = (p * size).to(model.device, model.dtype)[:, None, :]
             labels = torch.ones(len(points), 1, dtype=torch.long, device=model.device)
             n = len(points)
-            # one image for all n prompts: broadcast views instead of n copies of the features
-            feats = ImageFeatures(features.embed.expand(n, -1, -1, -1),
-                                  tuple(t.expand(n, -1, -1, -1) for t in features.high_res))
-            with inference(model):
-                out = model.decode(feats, coords, labels, None, multimask, image_pe=image_pe, context=context,
-                                   min_iou=min_iou)
+            with runtime.inference():  # one image for all n prompts: the context's rows are shared
+                out = runtime.decode(features, coords, labels, None, multimask, context=context, min_iou=min_iou)
             rows = np.arange(n) if out.rows is None else out.rows.cpu().numpy()
             return out.low_res_logits.float().cpu(), out.iou[rows].float().cpu(), rows
 

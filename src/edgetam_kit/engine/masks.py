@@ -200,3 +200,35 @@ class MaskRecords:
             return self
         keep = batched_nms(self.boxes.float(), scores.float(), torch.zeros(len(self), dtype=torch.long), thresh)
         return self.select(keep)
+
+
+def annotations(records: MaskRecords, hw: tuple[int, int], output_mode: str) -> list[dict[str, Any]]:
+    """Records -> the generator's result dicts (segmentation as ``output_mode``), largest area first."""
+    from pycocotools import mask as mask_utils
+
+    anns = []
+    boxes = records.boxes.float().numpy()
+    for i in range(len(records)):
+        x0, y0, x1, y1 = (int(v) for v in records.regions[i])
+        area = int(mask_utils.area(records.rles[i]))
+        if output_mode == "binary_mask":
+            seg: Any = np.zeros(hw, bool)
+            seg[y0:y1, x0:x1] = records.mask(i)
+        else:
+            counts = rle_counts_in_image(records.mask(i), (x0, y0), hw)
+            seg = {"size": [hw[0], hw[1]], "counts": counts}
+            if output_mode == "coco_rle":
+                seg = to_coco_rle(counts, hw)
+        b = boxes[i]
+        c = records.crop_boxes[i]
+        anns.append({
+            "segmentation": seg,
+            "area": area,
+            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+            "predicted_iou": float(records.iou[i]),
+            "point_coords": [[float(records.points[i][0]), float(records.points[i][1])]],
+            "stability_score": float(records.stability[i]),
+            "crop_box": [float(c[0]), float(c[1]), float(c[2] - c[0]), float(c[3] - c[1])],
+        })
+    order = sorted(range(len(anns)), key=lambda k: -anns[k]["area"])
+    return [anns[k] for k in order]

@@ -14,9 +14,8 @@ import torch
 
 from ..io.cache import as_cache, image_signature
 from ..modeling import EdgeTam, ImageFeatures
-from ..modeling.transformer import ImageContext
 from ..progress import Cancelled, is_cancelled, report
-from ..runtime import inference
+from ..runtime import ImageContext, Runtime, runtime_of
 from ..transforms import DEFAULT_PERCENTILES, _as_array, to_model_input, to_unit_rgb, upscale_logits
 from .prediction import Prediction
 from .prompts import Prompt, PromptParser
@@ -55,7 +54,7 @@ class ImagePredictor:
         self.percentiles = percentiles
         self._features: ImageFeatures | None = None
         self._sizes: list[tuple[int, int]] = []
-        self._image_pe: torch.Tensor | None = None  # model.dense_pe(), computed with the features
+        self._runtime: Runtime | None = None  # the runtime the features were made with
         self._ctx: ImageContext | None = None  # decoder image context, made at the first prompt
         if tiling not in (True, False, "auto"):
             raise ValueError(f"tiling must be True, False or 'auto', got {tiling!r}")
@@ -127,13 +126,13 @@ class ImagePredictor:
                         f"images[{i}] is {arr.shape[1]}x{arr.shape[0]}, above tile_threshold={self.tiling.threshold}: "
                         "set a large image alone with set_image (it is tiled), or pass tiling=False to downscale it")
         embeds, s0, s1, sizes = [], [], [], []
-        m = self.model
+        runtime = runtime_of(self.model)
         for i, image in enumerate(images):
             if is_cancelled(cancel):
                 raise Cancelled(f"set_images cancelled after {i} of {len(images)} images; previous image(s) kept")
             name = "image" if len(images) == 1 else f"images[{i}]"
             rgb = to_unit_rgb(image, channels=channels, percentiles=self.percentiles, name=name)
-            f = self._cached_encode(image, rgb, channels, None, lambda rgb=rgb: [rgb])
+            f = self._cached_encode(runtime, image, rgb, channels, None, lambda rgb=rgb: [rgb])
             embeds.append(f.embed)
             s0.append(f.high_res[0])
             s1.append(f.high_res[1])
@@ -144,36 +143,44 @@ class ImagePredictor:
         cat = (lambda xs: xs[0]) if len(embeds) == 1 else (lambda xs: torch.cat(xs, 0))
         self._features = ImageFeatures(cat(embeds), (cat(s0), cat(s1)))
         self._ctx = None
-        with torch.inference_mode():
-            self._image_pe = m.dense_pe()
+        self._runtime = runtime
         self._sizes = [(int(h), int(w)) for h, w in sizes]
         self._grid = None
 
-    def _context(self) -> ImageContext:
+    def _context(self, runtime: Runtime) -> ImageContext | None:
         """Decoder context of the image(s) set (made at the first prompt, kept until the next image)."""
         if self._ctx is None:
-            self._ctx = self.model.image_context(self.features, self._image_pe)
+            self._ctx = runtime.image_context(self.features)
         return self._ctx
+
+    def runtime(self) -> Runtime:
+        """The runtime the current image(s) were encoded with; ``ValueError`` if the model's
+        weights changed since (their features would not match the weights)."""
+        rt = runtime_of(self.model, quick=True)
+        if self._runtime is not None and rt is not self._runtime:
+            raise ValueError("the model's weights changed since set_image (its features belong to the old weights): "
+                             "call set_image / set_images again")
+        return rt
 
     def _set_tiled(self, image: np.ndarray, channels: Any, progress: Any, cancel: Any) -> None:
         """Embed ``image`` as the tiles of ``self.tiling``; prompts are routed to them."""
         rgb = to_unit_rgb(image, channels=channels, percentiles=self.percentiles, name="image")
         grid = TileGrid.build(rgb.shape[:2], self.tiling.size, self.tiling.overlap)
         crops = lambda: [rgb[y0:y1, x0:x1] for x0, y0, x1, y1 in grid.boxes]  # noqa: E731
-        features = self._cached_encode(image, rgb, channels, grid, crops, progress, cancel)
-        with torch.inference_mode():
-            self._image_pe = self.model.dense_pe()
+        runtime = runtime_of(self.model)
+        features = self._cached_encode(runtime, image, rgb, channels, grid, crops, progress, cancel)
+        self._runtime = runtime
         self._features = features
         self._ctx = None
         self._sizes = [grid.tile_hw(i) for i in range(len(grid))]
         self._grid = grid
 
-    def _cached_encode(self, image: Any, rgb: np.ndarray, channels: Any, grid: TileGrid | None,
+    def _cached_encode(self, runtime: Runtime, image: Any, rgb: np.ndarray, channels: Any, grid: TileGrid | None,
                        pieces: Any, progress: Any = None, cancel: Any = None) -> ImageFeatures:
         """Features of ``pieces()`` (the image, or its tiles), from the cache when it has them."""
         signature = None
         if self.cache is not None:
-            signature = image_signature(image, self.model, self.percentiles, channels,
+            signature = image_signature(image, runtime, self.percentiles, channels,
                                         None if grid is None else {**self.tiling.as_dict(), "tiles": grid.boxes})
             hit = self.cache.get(signature, self.model.device, self.model.dtype)
             if hit is not None:
@@ -184,8 +191,8 @@ class ImagePredictor:
         for i, piece in enumerate(parts):
             if grid is not None and is_cancelled(cancel):
                 raise Cancelled(f"set_image cancelled after {i} of {len(parts)} tiles; previous image(s) kept")
-            with inference(m):
-                f = m.encode_image(to_model_input(piece, m.config.image_size, m.device, m.dtype))
+            with runtime.inference():
+                f = runtime.encode_image(to_model_input(piece, m.config.image_size, m.device, m.dtype))
             embeds.append(f.embed)
             s0.append(f.high_res[0])
             s1.append(f.high_res[1])
@@ -202,7 +209,7 @@ class ImagePredictor:
         self._features = None
         self._ctx = None
         self._sizes = []
-        self._image_pe = None
+        self._runtime = None
         self._grid = None
 
     # ------------------------------------------------------------------ prompts
@@ -315,7 +322,8 @@ class ImagePredictor:
         groups: dict[tuple[int, bool], list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(p.signature(), []).append(i)
-        with inference(model):
+        rt = self.runtime()
+        with rt.inference():
             for (n_points, has_mask), idx in groups.items():
                 group = [prompts[i] for i in idx]
                 coords = labels = masks = None
@@ -330,10 +338,10 @@ class ImagePredictor:
                     feats = features.select(torch.tensor([p.image_index for p in group], device=device))
                 context = None
                 if not has_mask:
-                    context = self._context() if feats is features else self._context().select(
-                        torch.tensor([p.image_index for p in group], device=device))
-                dec = model.decode(feats, coords, labels, masks, multimask, image_pe=self._image_pe, context=context,
-                                   best_only=best_only)
+                    context = self._context(rt)
+                    if context is not None and feats is not features:
+                        context = context.select(torch.tensor([p.image_index for p in group], device=device))
+                dec = rt.decode(feats, coords, labels, masks, multimask, best_only=best_only, context=context)
                 for j, i in enumerate(idx):
                     out[i] = self._to_prediction(dec.low_res_logits[j], dec.iou[j], dec.object_score[j],
                                                  self._sizes[prompts[i].image_index])

@@ -15,9 +15,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,60 +25,15 @@ import torch.nn.functional as F
 
 from ..modeling import EdgeTam, ImageFeatures
 from ..modeling.edgetam import TrackOutput
-from ..modeling.memory_attention import FramePrefix
+from .memory_bank import FrameMemory, ObjectState, bank_inputs
 from .prompts import PromptParser
 from ..progress import Cancelled, is_cancelled, report
+from ..io.labels import paint_labels
 from ..io.sources import FrameSource, open_source
 from ..transforms import DEFAULT_PERCENTILES, to_model_input, to_unit_rgb, upscale_logits
-from ..runtime.backends import inference
+from ..runtime import FramePrefix, Runtime, runtime_of
 
 DIRECTIONS = ("forward", "backward", "both")
-
-
-@dataclass
-class FrameMemory:
-    """What the bank keeps of one frame for one object (all on the model's device)."""
-
-    tokens: torch.Tensor  # (512, 64) perceiver tokens
-    pos: torch.Tensor  # (512, 64)
-    pointer: torch.Tensor  # (C,)
-    low_res: torch.Tensor  # (1, 4E, 4E) mask logits of the frame's output
-    object_score: float
-
-
-@dataclass
-class ObjectState:
-    """One tracked object: its prompts' outputs and its bounded memory."""
-
-    obj_id: int
-    conditioning: dict[int, FrameMemory] = field(default_factory=dict)  # prompted frames
-    recent: OrderedDict[int, FrameMemory] = field(default_factory=OrderedDict)  # last tracked frames
-    pointers: OrderedDict[int, torch.Tensor] = field(default_factory=OrderedDict)  # last tracked pointers
-    # Tracked frames next to a prompted frame (within the memory / pointer reach). A pass in
-    # the other direction from that prompt needs exactly these, so they outlive the LRU above;
-    # their number is bounded by the number of prompts, not by the length of the source.
-    anchored: dict[int, FrameMemory] = field(default_factory=dict)
-    anchored_pointers: dict[int, torch.Tensor] = field(default_factory=dict)
-    tracked: set[int] = field(default_factory=set)  # frames visited by a propagation
-
-    def remember(self, frame: int, mem: FrameMemory, max_recent: int, max_pointers: int) -> None:
-        for store, value, cap in ((self.recent, mem, max_recent), (self.pointers, mem.pointer, max_pointers)):
-            store.pop(frame, None)
-            store[frame] = value
-            while len(store) > cap:
-                store.popitem(last=False)
-        gap = min((abs(frame - c) for c in self.conditioning), default=None)
-        if gap is not None and gap <= max_recent:
-            self.anchored[frame] = mem
-        if gap is not None and gap <= max_pointers - 1:
-            self.anchored_pointers[frame] = mem.pointer
-
-    def memory_at(self, frame: int) -> FrameMemory | None:
-        return self.recent.get(frame) or self.anchored.get(frame)
-
-    def pointer_at(self, frame: int) -> torch.Tensor | None:
-        p = self.pointers.get(frame)
-        return self.anchored_pointers.get(frame) if p is None else p
 
 
 @dataclass
@@ -134,6 +88,7 @@ class TrackingSession:
         self.frame_hw = (int(shape[1]), int(shape[2]))
         self.objects: dict[int, ObjectState] = {}
         self._cache: tuple[int, ImageFeatures] | None = None  # the last encoded frame only
+        self._rt: Runtime = runtime_of(self.model)  # the runtime of the memory in the bank
         self._source_lock = threading.Lock()
 
     # ------------------------------------------------------------------ prompts
@@ -155,11 +110,11 @@ class TrackingSession:
         obj_id = int(obj_id)
         coords, labs, mask_t = self._prompt_tensors(points, labels, box, mask)
         state = self.objects.get(obj_id) or ObjectState(obj_id)
-        m = self.model
-        with inference(m):
+        rt = self._runtime()
+        with rt.inference():
             feats = self._features(frame)
             if mask_t is not None:
-                out = m.mask_as_output(feats.embed, feats.high_res, mask_t)
+                out = rt.mask_as_output(feats.embed, feats.high_res, mask_t)
             else:
                 correcting = frame in state.tracked and frame not in state.conditioning
                 prev = None
@@ -168,9 +123,9 @@ class TrackingSession:
                     prev = None if old is None else old.low_res[None].clamp(-32.0, 32.0)
                 conditioned = self._condition(state, frame, feats.embed, reverse=False,
                                               exclude=frame if correcting else None) if correcting \
-                    else m.condition(feats.embed, None, None, 0, 0)
+                    else rt.condition(feats.embed, None, None, 0, 0)
                 multimask = len(labs[0]) <= 1
-                out = m.track_decode(conditioned, feats.high_res, coords, labs, prev, multimask)
+                out = rt.track_decode(conditioned, feats.high_res, coords, labs, prev, multimask)
             mem = self._memory(feats.embed, out, binarize=True)
         state.conditioning[frame] = mem
         for store in (state.recent, state.pointers, state.anchored, state.anchored_pointers):
@@ -246,7 +201,8 @@ class TrackingSession:
                     if done + 1 < len(plan) and (self._cache is None or self._cache[0] != plan[done + 1][0]):
                         nxt = plan[done + 1][0]
                         ahead = (nxt, pool.submit(self._pixels, nxt))
-                    with inference(self.model):
+                    rt = self._runtime()
+                    with rt.inference():
                         logits = self._track_frame(frame, reverse, pixels)
                     yield frame, self.obj_ids, self._to_masks(logits)
                     report(progress, done + 1, len(plan))
@@ -261,13 +217,14 @@ class TrackingSession:
         out = []
         tracked = [s for s in self.objects.values() if frame not in s.conditioning]
         # the first memory-attention steps do not depend on the object: once per frame
-        prefix = self.model.condition_prefix(feats.embed) if len(tracked) > 1 else None
+        rt = self._rt
+        prefix = rt.condition_prefix(feats.embed) if len(tracked) > 1 else None
         for state in self.objects.values():
             if frame in state.conditioning:
                 out.append(state.conditioning[frame].low_res)
                 continue
             conditioned = self._condition(state, frame, feats.embed, reverse, prefix=prefix)
-            res = self.model.track_decode(conditioned, feats.high_res, None, None, None, multimask=True)
+            res = rt.track_decode(conditioned, feats.high_res, None, None, None, multimask=True)
             mem = self._memory(feats.embed, res, binarize=False)
             state.remember(frame, mem, self.tracker.max_memory_frames - 1, self.model.config.memory.max_object_pointers)
             state.tracked.add(frame)
@@ -275,77 +232,34 @@ class TrackingSession:
         return torch.stack(out)
 
     # ------------------------------------------------------------------ memory
-    def _select_conditioning(self, state: ObjectState, frame: int, exclude: int | None) -> tuple[dict, dict]:
-        """(selected, unselected) conditioning frames: all, or the nearest ``max_conditioning_frames``
-        (one before and one after ``frame`` first)."""
-        cond = {t: m for t, m in state.conditioning.items() if t != exclude}
-        cap = self.tracker.max_conditioning_frames
-        if cap is None or len(cond) <= cap:
-            return cond, {}
-        chosen: list[int] = []
-        before = [t for t in cond if t < frame]
-        after = [t for t in cond if t >= frame]
-        if before:
-            chosen.append(max(before))
-        if after and len(chosen) < cap:
-            chosen.append(min(after))
-        rest = sorted((t for t in cond if t not in chosen), key=lambda t: abs(t - frame))
-        chosen += rest[: cap - len(chosen)]
-        return {t: cond[t] for t in chosen}, {t: m for t, m in cond.items() if t not in chosen}
-
     def _condition(self, state: ObjectState, frame: int, raw: torch.Tensor, reverse: bool,
                    exclude: int | None = None, prefix: FramePrefix | None = None) -> torch.Tensor:
         """Memory-attend ``raw`` (1, C, E, E) to the object's bank as seen from ``frame``
-        (prefix: ``model.condition_prefix(raw)``, when several objects share the frame)."""
-        m = self.model
-        mem_cfg = m.config.memory
-        tpos = m.memory_temporal_positional_encoding  # (num_maskmem, 1, 1, 64)
-        selected, unselected = self._select_conditioning(state, frame, exclude)
-        step = 1 if reverse else -1  # direction of "the past"
-        tokens, pos = [], []
-        for mem in selected.values():
-            tokens.append(mem.tokens)
-            pos.append(mem.pos + tpos[mem_cfg.num_maskmem - 1, 0])
-        for t_rel in range(1, self.tracker.max_memory_frames):
-            prev = state.memory_at(frame + step * t_rel) or unselected.get(frame + step * t_rel)
-            if prev is not None and frame + step * t_rel != exclude:
-                tokens.append(prev.tokens)
-                pos.append(prev.pos + tpos[t_rel - 1, 0])
-        num_frames = len(tokens)
-        # object pointers: prompted frames in the past, then the previous tracked frames
-        pointers = [mem.pointer for t, mem in selected.items() if (t >= frame if reverse else t <= frame)]
-        for t_diff in range(1, min(self.num_frames, mem_cfg.max_object_pointers)):
-            t = frame + step * t_diff
-            if t < 0 or t >= self.num_frames:
-                break
-            if t == exclude:
-                continue
-            p = state.pointer_at(t)
-            if p is None and t in unselected:
-                p = unselected[t].pointer
-            if p is not None:
-                pointers.append(p)
-        n_ptr_tokens = 0
-        if pointers:
-            ptr = torch.stack(pointers).reshape(-1, mem_cfg.mem_dim)  # each pointer -> C/64 tokens
-            tokens.append(ptr)
-            pos.append(torch.zeros_like(ptr))
-            n_ptr_tokens = ptr.shape[0]
-        memory = torch.cat(tokens)[None]
-        memory_pos = torch.cat(pos)[None]
-        return m.condition(raw, memory, memory_pos, num_frames, n_ptr_tokens, prefix=prefix)
+        (prefix: ``Runtime.condition_prefix(raw)``, when several objects share the frame)."""
+        bank = bank_inputs(state, frame, reverse, exclude, self.model, self.tracker.max_memory_frames,
+                           self.tracker.max_conditioning_frames, self.num_frames)
+        return self._rt.condition(raw, bank.memory, bank.memory_pos, bank.num_frames, bank.num_pointer_tokens,
+                                  prefix=prefix)
 
     def _memory(self, raw: torch.Tensor, out: TrackOutput, binarize: bool) -> FrameMemory:
-        tokens, pos = self.model.encode_memory(raw, out.high_res_logits, binarize, out.object_score)
+        tokens, pos = self._rt.encode_memory(raw, out.high_res_logits, binarize, out.object_score)
         return FrameMemory(tokens[0], pos[0], out.pointer[0], out.low_res_logits[0], float(out.object_score[0]))
 
     # ------------------------------------------------------------------ helpers
+    def _runtime(self) -> Runtime:
+        """The model's runtime (rebuilt by ``runtime_of`` when the weights changed); the features of
+        the last encoded frame belong to the runtime that made them and are dropped with it."""
+        rt = runtime_of(self.model, quick=True)
+        if rt is not self._rt:
+            self._rt, self._cache = rt, None
+        return rt
+
     def _features(self, frame: int, pixels: torch.Tensor | None = None) -> ImageFeatures:
         if self._cache is not None and self._cache[0] == frame:
             return self._cache[1]
         if pixels is None:
             pixels = self._pixels(frame)
-        feats = self.model.encode_image(pixels, add_no_memory=False)
+        feats = self._rt.encode_image(pixels, add_no_memory=False)
         self._cache = (frame, feats)
         return feats
 
@@ -426,9 +340,6 @@ def segment_volume(volume: Any, prompts: Sequence[SlicePrompt | dict], model: Ed
         session.add_prompt(p.frame, p.obj_id, points=p.points, labels=p.labels, box=p.box, mask=p.mask)
     h, w = session.frame_hw
     labels = np.zeros((session.num_frames, h, w), np.uint32)
-    order = np.argsort(session.obj_ids)
     for frame, obj_ids, masks in session.propagate("both", progress=progress, cancel=cancel):
-        out = labels[frame]
-        for k in order:
-            out[masks[k]] = obj_ids[k]
+        paint_labels(masks, obj_ids, out=labels[frame])
     return labels

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..modeling import EdgeTam, ImageFeatures
+from ..modeling import ImageFeatures
+from ..runtime import Runtime, runtime_of
 
 CACHE_FORMAT = 1
 MARKER = "edgetam-cache.json"
@@ -55,46 +56,25 @@ def content_hash(image: Any) -> str:
     return h.hexdigest()
 
 
-# The tensors ``EdgeTam.encode_image`` reads: the features depend on these and nothing else,
-# so a model that differs elsewhere (decoder, video modules) shares cache entries.
-ENCODER_TENSORS = ("vision_encoder.", "mask_decoder.conv_s0.", "mask_decoder.conv_s1.", "no_memory_embedding")
-
-
-def weights_hash(model: torch.nn.Module, prefixes: Sequence[str] = ENCODER_TENSORS) -> str:
-    """blake2b of the parameters and buffers whose names start with ``prefixes`` (names,
-    dtypes, shapes, bytes). Memoised on the model and recomputed when any of them is
-    replaced or modified in place."""
-    tensors = sorted((n, t) for n, t in model.state_dict(keep_vars=True).items() if n.startswith(tuple(prefixes)))
-    version = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
-    memo = getattr(model, "_edgetam_kit_weights_hash", None)
-    if memo is not None and memo[0] == version:
-        return memo[1]
-    h = hashlib.blake2b(digest_size=20)
-    for name, t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    digest = h.hexdigest()
-    object.__setattr__(model, "_edgetam_kit_weights_hash", (version, digest))
-    return digest
-
-
-def model_identity(model: EdgeTam) -> dict[str, Any]:
-    """What of the model the image features depend on: input size, encoder config, encoder
-    weights, dtype, and the runtime's autocast precision (bf16 features differ from fp32 ones;
-    the fp32 backends agree to ~1e-6 and share entries)."""
+def model_identity(runtime: Runtime) -> dict[str, Any]:
+    """What of the model the image features depend on: input size, encoder config, the digest of
+    the encoder weights the runtime was built from (``Runtime.weights_id``; a weight change
+    rebuilds the runtime, so an entry is never stored or found under other weights), dtype, and
+    the autocast precision (bf16 features differ from fp32 ones; the fp32 backends agree to
+    ~1e-6 and share entries)."""
+    model = runtime.model
     cfg = model.config.to_dict()
-    ident = {"image_size": cfg["image_size"], "image_encoder": cfg["image_encoder"], "weights": weights_hash(model),
+    ident = {"image_size": cfg["image_size"], "image_encoder": cfg["image_encoder"], "weights": runtime.weights_id,
              "dtype": str(model.dtype)}
-    precision = getattr(model.runtime, "precision", "fp32")
-    if precision != "fp32":  # fp32 signatures stay as they were, so existing caches remain valid
-        ident["precision"] = precision
+    if runtime.precision != "fp32":  # fp32 signatures stay as they were, so existing caches remain valid
+        ident["precision"] = runtime.precision
     return ident
 
 
-def image_signature(image: Any, model: EdgeTam, percentiles: Sequence[float], channels: Any,
+def image_signature(image: Any, runtime: Any, percentiles: Sequence[float], channels: Any,
                     tiling: dict[str, Any] | None) -> dict[str, Any]:
-    """Everything an image's embedding depends on, JSON-ready."""
+    """Everything an image's embedding depends on, JSON-ready. runtime: the ``Runtime`` that
+    encodes it (or a model: its current runtime)."""
     from ..transforms import _as_array
 
     arr = _as_array(image, "image")
@@ -104,7 +84,7 @@ def image_signature(image: Any, model: EdgeTam, percentiles: Sequence[float], ch
         "format": CACHE_FORMAT,
         "image": {"hash": content_hash(arr), "shape": list(arr.shape), "dtype": arr.dtype.str},
         "normalisation": {"percentiles": [float(p) for p in percentiles], "channels": ch},
-        "model": model_identity(model),
+        "model": model_identity(runtime if isinstance(runtime, Runtime) else runtime_of(runtime)),
         "tiling": None if tiling is None else json.loads(json.dumps(tiling)),
     }
 

@@ -1,14 +1,16 @@
-"""EdgeTAM, the image path: encoder -> (prompt encoder, mask decoder).
+"""EdgeTAM composed from its modules: the image path (encoder -> prompt encoder, mask decoder)
+and the steps of tracking (memory attention, decoding on a conditioned frame, memory encoding).
 
-Tensor conventions: pixels (B, 3, S, S) normalised, S = ``config.image_size``;
-prompt coordinates (x, y) in pixels of that S x S frame; E = S // 16.
-The video modules (memory encoder, perceiver, memory attention) live beside these
-in the tracker; this class holds what a single image needs.
+Tensor conventions: pixels (B, 3, S, S) normalised, S = ``config.image_size``; prompt coordinates
+(x, y) in pixels of that S x S frame; E = S // 16. This is the plain network: no fast paths, no
+caches, no precision handling. The runtime layer (``edgetam_kit.runtime``) runs it fast and is
+parity-tested against it; the tracking steps take the runtime's decoder and memory attention as
+arguments (``decode=``, ``attend=``) so that their composition is written once, here.
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +22,7 @@ from ..config import EdgeTamConfig
 from .image_encoder import ImageEncoder
 from .layers import FeedForward, RandomFourierEmbedding
 from .mask_decoder import MaskDecoder
-from .transformer import ImageContext
-from .memory_attention import FramePrefix, MemoryAttention
+from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
 from .perceiver import SpatialPerceiver
 from .position_encoding import sine_encoding
@@ -72,6 +73,9 @@ class DecoderOutput:
     rows: torch.Tensor | None = None
 
 
+Decode = Callable[..., DecoderOutput]  # ``EdgeTam.decode``'s signature, or a runtime's faster equal
+
+
 @dataclass
 class TrackOutput:
     """One tracking step for B objects on one frame.
@@ -101,17 +105,8 @@ class EdgeTam(nn.Module):
         self.shared_image_embedding = RandomFourierEmbedding(dim // 2)
         self.no_memory_embedding = nn.Parameter(torch.zeros(1, 1, dim))
         self.has_video = False
-        # Set by ek.optimize / load_model: folded or compiled callables and the precision
-        # (see runtime.py). None: run the plain modules in the model's dtype.
-        self.runtime = None
         if video:
             self.add_video_modules()
-
-    def _apply(self, fn, recurse=True):  # .to(device/dtype) moves the runtime's own copies too
-        super()._apply(fn, recurse)
-        for m in getattr(self.runtime, "modules", ()):
-            m._apply(fn, recurse)
-        return self
 
     def add_video_modules(self, occlusion_embedding: bool = False) -> None:
         """Create the modules the tracker needs (memory encoder, perceiver, memory attention,
@@ -151,33 +146,24 @@ class EdgeTam(nn.Module):
         add_no_memory: add the no-memory embedding (single images and initial prompted
         frames); the tracker asks for the raw features instead.
         """
-        if self.runtime is not None and self.runtime.encoder is not None:
-            embed, s0, s1 = self.runtime.encoder(pixels)
-        else:
-            feats = self.vision_encoder(pixels)
-            s0 = self.mask_decoder.conv_s0(feats[0])
-            s1 = self.mask_decoder.conv_s1(feats[1])
-            embed = feats[-1]
+        feats = self.vision_encoder(pixels)
+        embed = feats[-1]
         if add_no_memory:
             embed = embed + self.no_memory_embedding.reshape(1, -1, 1, 1)
-        # in the model's dtype also under a reduced-precision autocast: the decoder reads them in
-        # full precision (see ``decode``), cast once here rather than at every prompt
-        return ImageFeatures(embed, (s0, s1)).to(self.dtype)
-
-    def _full_precision(self):
-        """Autocast off for the mask decoder. Under ``precision="bf16"``/``"fp16"`` the rest of the
-        network runs in reduced precision, but the decoder's thresholded mask logits are what
-        such a mode loses most and cost the least: measured on a tracked real-shape stack (8
-        frames), mask IoU vs fp32 min 0.950 / median 0.982 with a bf16 decoder, min 0.991 with
-        an fp32 one, and the decoder is a small part of a frame."""
-        kind = self.device.type
-        if torch.is_autocast_enabled(kind):
-            return torch.autocast(kind, enabled=False)
-        return contextlib.nullcontext()
+        return ImageFeatures(embed, (self.mask_decoder.conv_s0(feats[0]), self.mask_decoder.conv_s1(feats[1])))
 
     def dense_pe(self) -> torch.Tensor:
         """(1, C, E, E) positional encoding of the embedding grid."""
         return self.shared_image_embedding.grid(self.config.embedding_size).unsqueeze(0)
+
+    def sparse_prompt(self, coords: torch.Tensor | None, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        """Prompt tokens (N, P + 1, C) of coords (N, P, 2) model-frame pixels and labels (N, P),
+        with the padding point the network was trained with appended; (N, 0, C) without points."""
+        if coords is None:
+            return self.no_memory_embedding.new_zeros(n, 0, self.config.mask_decoder.dim)
+        pad_xy = coords.new_zeros(n, 1, 2)
+        pad_label = labels.new_full((n, 1), -1)
+        return self.prompt_encoder.embed_points(torch.cat([coords, pad_xy], 1), torch.cat([labels, pad_label], 1))
 
     def decode(
         self,
@@ -186,71 +172,28 @@ class EdgeTam(nn.Module):
         labels: torch.Tensor | None,
         mask_logits: torch.Tensor | None = None,
         multimask: bool = True,
-        image_pe: torch.Tensor | None = None,
-        context: ImageContext | None = None,
-        min_iou: float | None = None,
         best_only: bool = False,
     ) -> DecoderOutput:
         """Decode N objects against ``features`` (N images, or 1 image shared by all).
 
         coords: (N, P, 2) input-frame pixels (box corners first, labels 2 and 3), labels:
         (N, P); both may be None for a mask-only prompt. mask_logits: (N, 1, 4E, 4E).
-        The padding point the network was trained with is appended here. ``image_pe`` is
-        ``dense_pe()``, passed in by callers that decode many prompts per image. ``context``:
-        ``image_context(features)`` with one row per object (or one for all), reused across
-        prompts without a mask; ignored when ``mask_logits`` is given. ``min_iou`` (with
-        ``multimask``): make masks only for prompts with a predicted IoU above it (see
-        ``DecoderOutput.rows``); for callers that drop the other masks anyway. ``best_only``
-        (with ``multimask``): only the candidate with the highest predicted IoU, K = 1.
-        Runs in the model's dtype, also under a reduced-precision autocast (``_full_precision``).
+        best_only (with ``multimask``): only the candidate with the highest predicted IoU, K = 1.
         """
-        with self._full_precision():
-            cast = lambda t: None if t is None else t.to(self.dtype)  # noqa: E731
-            return self._decode(features.to(self.dtype), cast(coords), labels, cast(mask_logits), multimask,
-                                image_pe, context, min_iou, best_only)
-
-    def _decode(self, features: ImageFeatures, coords: torch.Tensor | None, labels: torch.Tensor | None,
-                mask_logits: torch.Tensor | None, multimask: bool, image_pe: torch.Tensor | None,
-                context: ImageContext | None, min_iou: float | None, best_only: bool) -> DecoderOutput:
-        if coords is not None:
-            n = coords.shape[0]
-            pad_xy = coords.new_zeros(n, 1, 2)
-            pad_label = labels.new_full((n, 1), -1)
-            sparse = self.prompt_encoder.embed_points(
-                torch.cat([coords, pad_xy], 1), torch.cat([labels, pad_label], 1)
-            )
-        else:
-            if mask_logits is None:
-                raise ValueError("decode needs points, a box or a mask")
-            n = mask_logits.shape[0]
-            sparse = self.no_memory_embedding.new_zeros(n, 0, self.config.mask_decoder.dim)
-        if mask_logits is not None:
-            context = None
-        elif context is not None and context.image.shape[0] != n:
-            if context.image.shape[0] != 1:
-                raise ValueError(f"context has {context.image.shape[0]} rows for {n} prompts")
-            context = context.select(torch.zeros(n, dtype=torch.long, device=context.image.device))
-        dense = None if context is not None else self.prompt_encoder.embed_mask(mask_logits, n)
-        if len(features) == 1 and n > 1 and context is None:  # with a context the rows come from it
+        if coords is None and mask_logits is None:
+            raise ValueError("decode needs points, a box or a mask")
+        n = coords.shape[0] if coords is not None else mask_logits.shape[0]
+        sparse = self.sparse_prompt(coords, labels, n)
+        dense = self.prompt_encoder.embed_mask(mask_logits, n)
+        if len(features) == 1 and n > 1:
             features = features.select(torch.zeros(n, dtype=torch.long, device=features.embed.device))
-        masks, iou, tokens, obj, rows = self.mask_decoder(
-            features.embed, self.dense_pe() if image_pe is None else image_pe, features.high_res, sparse, dense,
-            multimask, context, min_iou, best_only,
-        )
-        return DecoderOutput(masks, iou, obj.squeeze(-1), tokens, rows)
-
-    def image_context(self, features: ImageFeatures, image_pe: torch.Tensor | None = None) -> ImageContext:
-        """The prompt-independent part of decoding ``features`` without a mask prompt (image
-        tokens + no-mask embedding, positional encoding, first-layer keys/values). Compute it
-        once per image and pass it to ``decode(context=...)`` for every click. In the model's
-        dtype, as ``decode`` runs."""
-        with self._full_precision():
-            features = features.to(self.dtype)
-            dense = self.prompt_encoder.embed_mask(None, len(features))
-            pe = self.dense_pe() if image_pe is None else image_pe
-            context = self.mask_decoder.transformer.image_context(features.embed + dense, pe)
-            context.high_res_tokens = self.mask_decoder.skip_tokens(features.high_res)
-        return context
+        masks, iou, tokens, obj = self.mask_decoder(features.embed, self.dense_pe(), features.high_res, sparse, dense,
+                                                    multimask)
+        if multimask and best_only:
+            pick = iou.argmax(-1)
+            rows = torch.arange(n, device=iou.device)
+            masks, iou, tokens = masks[rows, pick][:, None], iou[rows, pick][:, None], tokens[rows, pick][:, None]
+        return DecoderOutput(masks, iou, obj.squeeze(-1), tokens)
 
     # ------------------------------------------------------------------ video steps
     def _require_video(self) -> None:
@@ -265,27 +208,17 @@ class EdgeTam(nn.Module):
         e = self.config.embedding_size
         return sine_encoding(e, e, self.config.mask_decoder.dim, device=self.device).to(self.dtype)
 
-    def condition_prefix(self, raw: torch.Tensor) -> FramePrefix:
-        """The memory-independent start of ``condition`` for one frame (raw: (1, C, E, E)),
-        to pass to ``condition(prefix=...)`` for every object tracked on that frame."""
-        self._require_video()
-        return self.memory_attention.prefix(raw, self.frame_pos())
-
     def condition(self, raw: torch.Tensor, memory: torch.Tensor | None, memory_pos: torch.Tensor | None,
-                  num_frames: int, num_pointer_tokens: int, prefix: FramePrefix | None = None) -> torch.Tensor:
+                  num_frames: int, num_pointer_tokens: int, attend: Callable[..., torch.Tensor] | None = None,
+                  ) -> torch.Tensor:
         """Frame features conditioned on the memory bank; with no memory (an initial prompted
-        frame) the no-memory embedding is added instead. raw: (B, C, E, E). prefix:
-        ``condition_prefix(raw)``, shared by the objects of one frame (same result)."""
+        frame) the no-memory embedding is added instead. raw: (B, C, E, E). attend: a callable
+        equal to ``self.memory_attention`` (a runtime's), called as it is."""
         if memory is None:
             return raw + self.no_memory_embedding.reshape(1, -1, 1, 1)
         self._require_video()
         pos = self.frame_pos().expand(raw.shape[0], -1, -1, -1)
-        attend = self.memory_attention
-        if self.runtime is not None and self.runtime.memory_attention is not None:
-            attend = self.runtime.memory_attention
-        if prefix is None:
-            return attend(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens)
-        return attend(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens, prefix=prefix)
+        return (attend or self.memory_attention)(raw, pos, memory, memory_pos, num_frames, num_pointer_tokens)
 
     def track_decode(
         self,
@@ -295,17 +228,19 @@ class EdgeTam(nn.Module):
         labels: torch.Tensor | None,
         mask_logits: torch.Tensor | None,
         multimask: bool,
+        decode: Decode | None = None,
     ) -> TrackOutput:
         """Decode B objects on one frame as the tracker does: a padding point when there is
         no prompt, absent objects blanked, the best of the multimask outputs kept, and the
-        object pointer computed from the chosen mask token."""
+        object pointer computed from the chosen mask token. decode: ``self.decode`` or a
+        runtime's equal (same arguments)."""
         self._require_video()
         b = conditioned.shape[0]
         if coords is None:  # no prompt: one "not a point" token (decode appends the usual padding one)
             coords = conditioned.new_zeros(b, 1, 2)
             labels = torch.full((b, 1), -1, dtype=torch.long, device=conditioned.device)
-        out = self.decode(ImageFeatures(conditioned, high_res), coords, labels, mask_logits, multimask,
-                          best_only=multimask)  # K = 1: the best candidate, or the single mask
+        out = (decode or self.decode)(ImageFeatures(conditioned, high_res), coords, labels, mask_logits, multimask,
+                                      best_only=multimask)  # K = 1: the best candidate, or the single mask
         present = out.object_score > 0
         low = torch.where(present[:, None, None, None], out.low_res_logits,
                           torch.full_like(out.low_res_logits, NO_OBJECT_LOGIT)).float()
@@ -317,7 +252,7 @@ class EdgeTam(nn.Module):
         return TrackOutput(low, high, out.iou[:, 0], out.object_score, pointer)
 
     def mask_as_output(self, raw: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
-                       mask: torch.Tensor) -> TrackOutput:
+                       mask: torch.Tensor, decode: Decode | None = None) -> TrackOutput:
         """A mask prompt used as the frame's output directly (no decoding of the mask itself);
         the decoder only supplies the object pointer. mask: (B, 1, S, S) float 0/1."""
         self._require_video()
@@ -325,7 +260,7 @@ class EdgeTam(nn.Module):
         s = high.shape[-1] // 4
         low = F.interpolate(high, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         small = self.mask_downsample(mask)
-        pointer_src = self.track_decode(raw, high_res, None, None, small, multimask=False)
+        pointer_src = self.track_decode(raw, high_res, None, None, small, multimask=False, decode=decode)
         present = (mask.flatten(1) > 0).any(1)
         lam = present.to(high.dtype)[:, None]
         pointer = lam * pointer_src.pointer + (1 - lam) * self.no_object_pointer

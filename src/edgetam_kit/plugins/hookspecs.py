@@ -76,7 +76,7 @@ class Backend:
     ``available()`` says whether it can run here (e.g. a compiler is installed)."""
 
     name: str
-    prepare: Callable[[Any, str], Runtime]
+    prepare: Callable[[Any, str], Any]  # -> edgetam_kit.runtime.Runtime
     description: str = ""
     available: Callable[[], bool] = lambda: True
 

@@ -1,15 +1,17 @@
-"""Inference runtimes: how a loaded model is prepared to run fast, chosen by name.
+"""Inference runtimes chosen by name, and which runtime a model runs on.
 
 A *backend* (``Backend``, supplied through the ``edgetam_kit_backends`` plugin hook) turns a
-model with its checkpoint weights into a ``Runtime``: the callables the engine uses for the
+model with its checkpoint weights into a ``Runtime``: the fast parts the engine uses for the
 expensive steps, plus the precision they run in. The built-in ``eager`` backend (registered
-through the same hook as any plugin's) folds RepViT's BatchNorms and RepVGG branches into
-single convolutions and runs the encoder channels-last; ``compiled`` does the same, then
+through the same hook as any plugin's) folds RepViT's BatchNorms and RepVGG branches into single
+convolutions, runs the encoder channels-last, decodes through the rewritten mask decoder and
+shares each frame's memory-attention prefix between objects; ``compiled`` does the same, then
 ``torch.compile``s the encoder and the memory attention (opt-in; the first call compiles).
 
-The runtime never changes the model's parameters or its ``state_dict``: the folded encoder is
-a separate copy, so ``save_model`` still writes the checkpoint layout. Change the weights
-after ``optimize`` and call it again.
+The model does not hold its runtime: ``optimize`` records the choice (backend, precision) for
+the model, and ``runtime_of(model)`` returns the runtime, rebuilt when the model's weights have
+changed since it was built (replaced, modified in place, moved with ``.to()``). The runtime never
+changes the model's parameters or its ``state_dict``.
 
     model = ek.load_model("edgetam.pt")                       # eager backend, fp32 (default)
     ek.optimize(model, precision="bf16", threads=4)           # opt-in bf16 autocast
@@ -19,47 +21,24 @@ after ``optimize`` and call it again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
+from ..modeling import EdgeTam
 from ..plugins.hookspecs import Backend
+from .fast_decoder import FastMaskDecoder
+from .fast_memory_attention import FastMemoryAttention
 from .folded_encoder import FoldedEncoder
+from .runtime import Runtime
+from .weights import WeightsStamp
 
 PRECISIONS = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
               "fp16": torch.float16, "float16": torch.float16}
-
-
-@dataclass
-class Runtime:
-    """What a backend prepared for one model.
-
-    encoder: callable ``(B, 3, S, S) pixels -> (embed, s0, s1)``: the raw image embedding
-    (B, C, E, E) and the decoder's projected high-resolution maps (B, C/8, 4E, 4E) and
-    (B, C/4, 2E, 2E), used instead of the model's own encoder (same values up to float rounding). memory_attention: optional
-    replacement for ``model.memory_attention`` (same signature). autocast: ``None`` (run in the
-    model's dtype) or the dtype of ``torch.autocast`` around every inference step.
-    """
-
-    backend: str
-    encoder: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
-    memory_attention: Callable[..., torch.Tensor] | None = None
-    autocast: torch.dtype | None = None
-    modules: list[nn.Module] = field(default_factory=list)  # owned copies, moved with the model
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def precision(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
-
-    def context(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The autocast context for inference on ``device`` (a no-op in fp32)."""
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast)
 
 
 def _parse_precision(precision: str) -> torch.dtype | None:
@@ -71,10 +50,17 @@ def _parse_precision(precision: str) -> torch.dtype | None:
 def prepare_eager(model: Any, precision: str = "fp32", fuse_pointwise: bool = True) -> Runtime:
     enc = FoldedEncoder(model, fuse_pointwise=fuse_pointwise)
     notes = ["RepViT BatchNorm/RepVGG folded", "encoder channels-last",
-             "FPN 1x1 laterals composed with the decoder's s0/s1 projections"]
+             "FPN 1x1 laterals composed with the decoder's s0/s1 projections",
+             "mask decoder rewritten on image tokens (per-image context, few-token attention)"]
     if enc.fused_blocks:
         notes.append(f"GELU and residual adds fused into the 1x1 convolutions on CPU ({enc.fused_blocks} modules)")
-    return Runtime("eager", encoder=enc, autocast=_parse_precision(precision), modules=[enc], notes=notes)
+    rt = Runtime("eager", encoder=enc, autocast=_parse_precision(precision), modules=[enc], notes=notes,
+                 decoder=FastMaskDecoder(model.mask_decoder))
+    if getattr(model, "has_video", False):
+        attend = FastMemoryAttention(model.memory_attention)
+        rt.memory_attention, rt.prefix = attend, attend.prefix
+        notes.append("memory attention: per-frame prefix shared by objects, fused ReLU MLP on CPU")
+    return rt
 
 
 def _compiler_available() -> bool:
@@ -85,27 +71,75 @@ def _compiler_available() -> bool:
 
 def prepare_compiled(model: Any, precision: str = "fp32") -> Runtime:
     rt = prepare_eager(model, precision, fuse_pointwise=False)
-    enc = rt.encoder
-    rt.encoder = torch.compile(enc, dynamic=False)
-    if getattr(model, "has_video", False):
-        rt.memory_attention = torch.compile(model.memory_attention, dynamic=True)
+    rt.encoder = torch.compile(rt.encoder, dynamic=False)
+    if rt.memory_attention is not None:
+        rt.memory_attention = torch.compile(rt.memory_attention, dynamic=True)
     rt.backend = "compiled"
     rt.notes.append("torch.compile (inductor) on the encoder and memory attention; the first call compiles")
     return rt
 
 
-EAGER = Backend("eager", prepare_eager, "PyTorch eager; BatchNorm/RepVGG folded, channels-last encoder (default)")
+EAGER = Backend("eager", prepare_eager, "PyTorch eager; BatchNorm/RepVGG folded, channels-last encoder, rewritten "
+                "decoder (default)")
 COMPILED = Backend("compiled", prepare_compiled,
                    "eager + torch.compile of the encoder and memory attention (opt-in; slow first call)",
                    available=_compiler_available)
 
 
-# ---------------------------------------------------------------------- public entry point
+# ---------------------------------------------------------------------- which runtime a model runs on
+@dataclass(frozen=True)
+class _Choice:
+    backend: str
+    precision: str
+
+
+_choices: "weakref.WeakKeyDictionary[EdgeTam, _Choice]" = weakref.WeakKeyDictionary()
+_runtimes: "weakref.WeakKeyDictionary[EdgeTam, Runtime]" = weakref.WeakKeyDictionary()
+_lock = threading.RLock()
+
+
 def backends() -> dict[str, Backend]:
     """Every backend the plugins supply, by name (built-ins included)."""
     from ..plugins.manager import get_plugin_manager
 
     return get_plugin_manager().backends()
+
+
+def _build(model: EdgeTam, choice: _Choice) -> Runtime:
+    stamp = WeightsStamp.of(model)
+    if choice.backend == "none":
+        rt = Runtime("none", autocast=_parse_precision(choice.precision))
+    else:
+        spec = backends().get(choice.backend)
+        if spec is None:
+            raise ValueError(f"backend must be one of {sorted([*backends(), 'none'])}, got {choice.backend!r}")
+        if not spec.available():
+            raise RuntimeError(f"backend {choice.backend!r} cannot run on this machine ({spec.description})")
+        with torch.no_grad():
+            rt = spec.prepare(model, choice.precision)
+        if not isinstance(rt, Runtime):
+            raise TypeError(f"backend {choice.backend!r} returned {type(rt).__name__}, not a Runtime")
+        for m in rt.modules:
+            m.to(device=model.device)
+    rt.model, rt.stamp = model, stamp
+    return rt
+
+
+def runtime_of(model: EdgeTam, quick: bool = False) -> Runtime:
+    """The runtime ``model`` runs on: the backend chosen with ``optimize`` (``"none"``, the plain
+    modules, when never chosen), rebuilt when the weights changed since it was built. quick: check
+    only the tensors the runtime was built from (``WeightsStamp.quick_same``; for per-click and
+    per-frame calls), not the module tree."""
+    if not isinstance(model, EdgeTam):
+        raise TypeError(f"model must be an EdgeTam from ek.load_model, got {type(model).__name__}")
+    with _lock:
+        rt = _runtimes.get(model)
+        if rt is not None and rt.stamp is not None and (
+                rt.stamp.quick_same() if quick else rt.stamp == WeightsStamp.of(model)):
+            return rt
+        rt = _build(model, _choices.get(model, _Choice("none", "fp32")))
+        _runtimes[model] = rt
+        return rt
 
 
 def optimize(model: Any, backend: str = "eager", precision: str = "fp32", threads: int | None = None) -> Any:
@@ -115,38 +149,28 @@ def optimize(model: Any, backend: str = "eager", precision: str = "fp32", thread
     (run the plain modules, as ``build_random_model`` returns them). precision: ``"fp32"``
     (default), or ``"bf16"``/``"fp16"`` for autocast (fast only on CPUs with native bf16, e.g.
     AVX-512 BF16/AMX, and on GPUs). threads: set ``torch.set_num_threads`` (process-wide).
+    A failed call leaves the model's runtime as it was.
     """
-    from ..modeling import EdgeTam
-
     if not isinstance(model, EdgeTam):
         raise TypeError(f"model must be an EdgeTam from ek.load_model, got {type(model).__name__}")
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    _parse_precision(precision)
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a backend name (str), got {type(backend).__name__}")
+    choice = _Choice(backend, precision)
+    rt = _build(model, choice)
+    if threads is not None:
         torch.set_num_threads(threads)
-    autocast = _parse_precision(precision)
-    if backend == "none":
-        model.runtime = Runtime("none", autocast=autocast)
-        return model
-    found = backends()
-    if backend not in found:
-        raise ValueError(f"backend must be one of {sorted([*found, 'none'])}, got {backend!r}")
-    spec = found[backend]
-    if not spec.available():
-        raise RuntimeError(f"backend {backend!r} cannot run on this machine ({spec.description})")
-    with torch.no_grad():
-        rt = spec.prepare(model, precision)
-    if not isinstance(rt, Runtime):
-        raise TypeError(f"backend {backend!r} returned {type(rt).__name__}, not a Runtime")
-    for m in rt.modules:
-        m.to(device=model.device)
-    model.runtime = rt
+    with _lock:
+        _choices[model], _runtimes[model] = choice, rt
     return model
 
 
 @contextlib.contextmanager
-def inference(model: Any) -> Iterator[None]:
-    """``torch.inference_mode`` plus the model runtime's autocast."""
-    rt = getattr(model, "runtime", None)
-    with torch.inference_mode(), (rt.context(model.device) if rt is not None else contextlib.nullcontext()):
-        yield
+def inference(model: Any) -> Iterator[Runtime]:
+    """``torch.inference_mode`` plus the autocast of the model's runtime; yields the runtime."""
+    rt = runtime_of(model)
+    with torch.inference_mode(), rt.context():
+        yield rt

@@ -12,18 +12,64 @@ The memory attention's ReLU MLP uses the same idea for its two linear layers (``
 ``linear_add``). Each fused step falls back to the plain ops when the kernel cannot run: a
 non-CPU device, a dtype other than float32, autocast active, a PyTorch built without oneDNN,
 or inside torch.compile (which does its own fusion).
+
+The kernels are private oneDNN ops (``torch.ops.mkldnn._convolution_pointwise`` and
+``_linear_pointwise``). They are used only after ``kernels_ok()`` has checked, once per process,
+that they exist on the installed torch and agree with the public ops on a small input; otherwise
+(or with ``EDGETAM_KIT_NO_FUSED_KERNELS=1``, or ``use_fused_kernels(False)``) every step runs
+the public ops.
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+DISABLE_ENV = "EDGETAM_KIT_NO_FUSED_KERNELS"
+_enabled = True
+
+
+def use_fused_kernels(enabled: bool) -> None:
+    """Turn the fused kernels on (default, when ``kernels_ok()``) or off (public ops) process-wide."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+@functools.lru_cache(maxsize=1)
+def kernels_ok() -> bool:
+    """Whether the private oneDNN ops exist here and agree with the public ops (checked once)."""
+    if os.environ.get(DISABLE_ENV, "").strip() in ("1", "true", "yes") or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(1, 8, 5, 5, generator=gen)
+            conv = nn.Conv2d(8, 8, 1)
+            fused = torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, [0, 0], [1, 1], [1, 1], 1,
+                                                            "gelu", [None], "none")
+            added = torch.ops.mkldnn._convolution_pointwise.binary(x, x, conv.weight, conv.bias, [0, 0], [1, 1],
+                                                                   [1, 1], 1, "add", None, None, [], None)
+            lin = nn.Linear(8, 8)
+            t = torch.randn(3, 8, generator=gen)
+            relu = torch.ops.mkldnn._linear_pointwise(t, lin.weight, lin.bias, "relu", [], "")
+            ladd = torch.ops.mkldnn._linear_pointwise.binary(t, t, lin.weight, lin.bias, "add")
+            pairs = ((fused, F.gelu(conv(x))), (added, x + conv(x)), (relu, F.relu(lin(t))), (ladd, t + lin(t)))
+            return all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in pairs)
+    except Exception:  # missing op, changed signature, unsupported build
+        return False
+
+
+def _on() -> bool:
+    return _enabled and not torch.compiler.is_compiling() and kernels_ok()
+
 
 def _fusable(x: torch.Tensor, conv: nn.Conv2d) -> bool:
-    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
+    return (_on() and x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
             and not (torch.is_grad_enabled() and conv.weight.requires_grad))
 
 
@@ -48,9 +94,8 @@ def conv_add(x: torch.Tensor, conv: nn.Conv2d, residual: torch.Tensor) -> torch.
 
 def _fusable_linear(x: torch.Tensor, lin: nn.Linear) -> bool:
     # torch.compile fuses on its own (and its lowering of these kernels wants constant weights)
-    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32 and lin.weight.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
-            and not torch.is_grad_enabled())
+    return (_on() and x.device.type == "cpu" and x.dtype == torch.float32 and lin.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and not torch.is_grad_enabled())
 
 
 def linear_relu(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
