@@ -62,8 +62,11 @@ def to_unit_rgb(
     channels: int | Sequence[int] | None = None,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     name: str = "image",
+    keep_uint8: bool = False,
 ) -> np.ndarray:
-    """Validate ``image`` (HxW or HxWxC) and return float32 HxWx3 in [0, 1]."""
+    """Validate ``image`` (HxW or HxWxC) and return float32 HxWx3 in [0, 1]. keep_uint8: a uint8
+    image comes back as uint8 HxWx3 (its /255 is done by ``to_model_input`` on the model's device,
+    with the same result: a quarter of the bytes to upload)."""
     arr = _as_array(image, name)
     if arr.ndim not in (2, 3):
         raise ValueError(
@@ -78,7 +81,7 @@ def to_unit_rgb(
         raise TypeError(f"{name} dtype must be bool, integer or float, got {arr.dtype}")
     arr = select_channels(arr, channels, name)
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
+        return np.ascontiguousarray(arr) if keep_uint8 else arr.astype(np.float32) / 255.0
     if arr.dtype == np.bool_:
         return arr.astype(np.float32)
     was_float = arr.dtype.kind == "f"
@@ -97,8 +100,11 @@ def to_unit_rgb(
 
 
 def to_model_input(rgb01: np.ndarray, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """HxWx3 float [0, 1] -> (1, 3, size, size): bilinear (antialiased) resize, ImageNet normalisation."""
+    """HxWx3 float [0, 1] (or uint8, divided by 255 on ``device``) -> (1, 3, size, size): bilinear
+    (antialiased) resize, ImageNet normalisation."""
     x = torch.from_numpy(np.ascontiguousarray(rgb01)).permute(2, 0, 1).unsqueeze(0).to(device)
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from ..transforms import upscale_logits
+
+LOGIT_CLAMP = 32.0  # low-res logits are returned clamped, as the reference predictor does
 
 
 @dataclass
@@ -29,3 +34,12 @@ class Prediction:
     def only(self, k: int) -> "Prediction":
         """This prediction with candidate ``k`` alone (K = 1)."""
         return Prediction(self.masks[k:k + 1], self.scores[k:k + 1], self.logits[k:k + 1], self.object_score)
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, iou: torch.Tensor, obj: torch.Tensor,
+                    hw: tuple[int, int]) -> "Prediction":
+        """From low-res logits (K, 4E, 4E), predicted IoU (K,) and the object-score logit, with the
+        masks upsampled to ``hw`` (H, W)."""
+        masks = upscale_logits(logits[None], hw)[0] > 0.0
+        return cls(masks=masks.cpu().numpy(), scores=iou.float().cpu().numpy(),
+                   logits=logits.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP).cpu().numpy(), object_score=float(obj))

@@ -6,7 +6,8 @@ labels are 1 (positive) and 0 (negative). Masks come back at the image's own siz
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,12 +17,12 @@ from ..io.cache import as_cache, image_signature
 from ..modeling import EdgeTam, ImageFeatures
 from ..progress import Cancelled, is_cancelled, report
 from ..runtime import ImageContext, Runtime, runtime_of
-from ..transforms import DEFAULT_PERCENTILES, _as_array, to_model_input, to_unit_rgb, upscale_logits
+from ..transforms import DEFAULT_PERCENTILES, _as_array, to_model_input, to_unit_rgb
+from .encoding import Prepared, check_batch_size, encode_batches, prepare_image
 from .prediction import Prediction
-from .prompts import Prompt, PromptParser
+from .prompts import Prompt, PromptParser, batch_size_of
 from .tiling import TileGrid, Tiling, tiled_predict
 
-LOGIT_CLAMP = 32.0  # low-res logits are returned clamped, as the reference predictor does
 DEFAULT_TILE_SIZE = 1024  # pixels of the image per tile (EdgeTAM's input: tile pixels are not resampled)
 
 
@@ -107,12 +108,15 @@ class ImagePredictor:
         channels: int | Sequence[int] | None = None,
         progress: Any = None,
         cancel: Any = None,
+        batch_size: int | None = None,
     ) -> None:
         """Encode several images (sizes may differ); prompts pick one with ``image_index``.
 
-        progress: ``f(done, total)`` or a tqdm-like object, told after each image.
-        cancel: callable or threading.Event checked before each image; when set,
+        progress: ``f(done, total)`` or a tqdm-like object, told after each batch of images.
+        cancel: callable or threading.Event checked before each batch; when set,
         ``Cancelled`` is raised and the previously set image(s) stay in place.
+        batch_size: images per network call (default: 32 on a GPU, 4 on the CPU); the next
+        batch is read and normalised while the network runs.
         """
         if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
             raise TypeError("images must be a non-empty list of images (each HxW or HxWxC)")
@@ -125,19 +129,15 @@ class ImagePredictor:
                     raise ValueError(
                         f"images[{i}] is {arr.shape[1]}x{arr.shape[0]}, above tile_threshold={self.tiling.threshold}: "
                         "set a large image alone with set_image (it is tiled), or pass tiling=False to downscale it")
-        embeds, s0, s1, sizes = [], [], [], []
         runtime = runtime_of(self.model)
-        for i, image in enumerate(images):
-            if is_cancelled(cancel):
-                raise Cancelled(f"set_images cancelled after {i} of {len(images)} images; previous image(s) kept")
-            name = "image" if len(images) == 1 else f"images[{i}]"
-            rgb = to_unit_rgb(image, channels=channels, percentiles=self.percentiles, name=name)
-            f = self._cached_encode(runtime, image, rgb, channels, None, lambda rgb=rgb: [rgb])
+        names = ["image"] if len(images) == 1 else [f"images[{i}]" for i in range(len(images))]
+        embeds, s0, s1, sizes = [], [], [], []
+        for p, f in encode_batches(runtime, images, self._batch_size(batch_size), self._preparer(runtime, channels, names),
+                                   self._store, len(images), progress, cancel):
             embeds.append(f.embed)
             s0.append(f.high_res[0])
             s1.append(f.high_res[1])
-            sizes.append(rgb.shape[:2])
-            report(progress, i + 1, len(images))
+            sizes.append(p.hw)
         # replace the previous image(s) only once every new one is encoded: a bad image
         # or an interrupted call leaves the predictor as it was
         cat = (lambda xs: xs[0]) if len(embeds) == 1 else (lambda xs: torch.cat(xs, 0))
@@ -146,6 +146,58 @@ class ImagePredictor:
         self._runtime = runtime
         self._sizes = [(int(h), int(w)) for h, w in sizes]
         self._grid = None
+
+    def encode_many(self, images: Iterable[Any], batch_size: int | None = None,
+                    channels: int | Sequence[int] | None = None, progress: Any = None,
+                    cancel: Any = None) -> Iterator[tuple[int, ImageFeatures]]:
+        """Encode any number of images (an iterable, a ``FrameSource``, or a folder path) in device
+        batches, yielding ``(index, features)`` in order, without changing the image(s) set.
+
+        Reading and host preprocessing of the next batch overlap the network; uint8 images are
+        normalised on the model's device. The embedding cache is used as by ``set_image``. Pass
+        the features to ``set_features`` to prompt on an image. Large images are resized to the
+        model's input (no tiling here). progress / cancel as in ``set_images`` (per batch)."""
+        from ..io.sources import open_source
+
+        if isinstance(images, (str, os.PathLike)):
+            images = open_source(images)
+        if isinstance(images, np.ndarray) or not isinstance(images, Iterable):
+            raise TypeError(f"images must be an iterable of images (HxW or HxWxC), a FrameSource or a folder, "
+                            f"got {type(images).__name__}")
+        total = len(images) if hasattr(images, "__len__") else None
+        runtime = runtime_of(self.model)
+        names = _Names()
+        for p, f in encode_batches(runtime, images, self._batch_size(batch_size), self._preparer(runtime, channels, names),
+                                   self._store, total, progress, cancel):
+            yield p.index, f
+
+    def set_features(self, features: ImageFeatures, image_hw: tuple[int, int]) -> None:
+        """Make ``features`` (from ``encode_many``, one image) the current image, of ``image_hw``
+        (H, W) pixels: prompts are then given in that image's pixels."""
+        if not isinstance(features, ImageFeatures) or len(features) != 1:
+            raise TypeError("features must be the ImageFeatures of one image (from encode_many)")
+        hw = tuple(int(v) for v in image_hw)
+        if len(hw) != 2 or min(hw) < 1:
+            raise ValueError(f"image_hw must be (H, W) in pixels, got {image_hw!r}")
+        self._features, self._ctx, self._sizes, self._grid = features, None, [hw], None
+        self._runtime = runtime_of(self.model, quick=True)
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        if batch_size is None:
+            return 32 if self.model.device.type == "cuda" else 4
+        return check_batch_size(batch_size)
+
+    def _preparer(self, runtime: Runtime, channels: Any, names: Any):
+        def lookup(image: Any, channels: Any):
+            signature = image_signature(image, runtime, self.percentiles, channels, None)
+            return signature, self.cache.get(signature, self.model.device, self.model.dtype)
+
+        return lambda i, image: prepare_image(i, image, channels, self.percentiles, names[i],
+                                              lookup if self.cache is not None else None)
+
+    def _store(self, prepared: Prepared, features: ImageFeatures) -> None:
+        if self.cache is not None and prepared.signature is not None:
+            self.cache.put(prepared.signature, features)
 
     def _context(self, runtime: Runtime) -> ImageContext | None:
         """Decoder context of the image(s) set (made at the first prompt, kept until the next image)."""
@@ -258,29 +310,9 @@ class ImagePredictor:
         Objects whose prompts have the same shape share one decoder pass; each object
         gets exactly the result it would get alone (no padding is ever added).
         """
-        lists = {"points": points, "labels": labels, "boxes": boxes, "mask_inputs": mask_inputs}
-        n = None
-        for name, value in lists.items():
-            if value is None:
-                continue
-            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-                raise TypeError(f"{name} must be a list with one entry per object, got {type(value).__name__}")
-            if n is None:
-                n = len(value)
-            elif len(value) != n:
-                raise ValueError(f"{name} has {len(value)} entries but another argument has {n}; give one per object")
-        if isinstance(image_index, (int, np.integer)):
-            image_index = [int(image_index)] * (n or 0)
-        if n is None:
-            if image_index is None:
-                raise ValueError("predict_batch needs points, boxes or mask_inputs (one entry per object)")
-            n = len(image_index)
+        n, image_index = batch_size_of(points, labels, boxes, mask_inputs, image_index)
         if n == 0:
             return []
-        if image_index is None:
-            image_index = [0] * n
-        if len(image_index) != n:
-            raise ValueError(f"image_index has {len(image_index)} entries for {n} objects; give one per object")
 
         def pick(seq: Sequence[Any] | None, i: int) -> Any:
             return None if seq is None else seq[i]
@@ -343,16 +375,13 @@ class ImagePredictor:
                         context = context.select(torch.tensor([p.image_index for p in group], device=device))
                 dec = rt.decode(feats, coords, labels, masks, multimask, best_only=best_only, context=context)
                 for j, i in enumerate(idx):
-                    out[i] = self._to_prediction(dec.low_res_logits[j], dec.iou[j], dec.object_score[j],
+                    out[i] = Prediction.from_logits(dec.low_res_logits[j], dec.iou[j], dec.object_score[j],
                                                  self._sizes[prompts[i].image_index])
         return out  # type: ignore[return-value]
 
-    @staticmethod
-    def _to_prediction(logits: torch.Tensor, iou: torch.Tensor, obj: torch.Tensor, hw: tuple[int, int]) -> Prediction:
-        masks = upscale_logits(logits[None], hw)[0] > 0.0
-        return Prediction(
-            masks=masks.cpu().numpy(),
-            scores=iou.float().cpu().numpy(),
-            logits=logits.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP).cpu().numpy(),
-            object_score=float(obj),
-        )
+
+class _Names:
+    """``images[i]`` names for error messages of an iterable of unknown length."""
+
+    def __getitem__(self, i: int) -> str:
+        return f"images[{i}]"

@@ -130,3 +130,31 @@ class PromptParser:
                 f"(a Prediction.logits[k]), got shape {m.shape}"
             )
         return m
+
+
+def batch_size_of(points: Any, labels: Any, boxes: Any, mask_inputs: Any,
+                  image_index: Any) -> tuple[int, list[int]]:
+    """(N, image_index as N ints) for ``predict_batch``'s per-object lists (one entry per object;
+    any may be None); errors name the argument whose length disagrees."""
+    lists = {"points": points, "labels": labels, "boxes": boxes, "mask_inputs": mask_inputs}
+    n = None
+    for name, value in lists.items():
+        if value is None:
+            continue
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            raise TypeError(f"{name} must be a list with one entry per object, got {type(value).__name__}")
+        if n is None:
+            n = len(value)
+        elif len(value) != n:
+            raise ValueError(f"{name} has {len(value)} entries but another argument has {n}; give one per object")
+    if isinstance(image_index, (int, np.integer)) and not isinstance(image_index, bool):
+        image_index = [int(image_index)] * (n or 0)
+    if n is None:
+        if image_index is None:
+            raise ValueError("predict_batch needs points, boxes or mask_inputs (one entry per object)")
+        n = len(image_index)
+    if image_index is None:
+        image_index = [0] * n
+    if len(image_index) != n:
+        raise ValueError(f"image_index has {len(image_index)} entries for {n} objects; give one per object")
+    return n, list(image_index)

@@ -126,7 +126,7 @@ class TrackingSession:
                     else rt.condition(feats.embed, None, None, 0, 0)
                 multimask = len(labs[0]) <= 1
                 out = rt.track_decode(conditioned, feats.high_res, coords, labs, prev, multimask)
-            mem = self._memory(feats.embed, out, binarize=True)
+            mem = self._memories(feats.embed, out, binarize=True)[0]
         state.conditioning[frame] = mem
         for store in (state.recent, state.pointers, state.anchored, state.anchored_pointers):
             store.pop(frame, None)
@@ -212,24 +212,37 @@ class TrackingSession:
 
     def _track_frame(self, frame: int, reverse: bool, pixels: torch.Tensor | None = None) -> torch.Tensor:
         """Track every object on ``frame``; returns low-res logits (n_obj, 1, 4E, 4E).
-        pixels: the frame's model input when already prepared (``_pixels``)."""
+        pixels: the frame's model input when already prepared (``_pixels``).
+
+        The objects whose banks give memory of the same layout (number of memory frames and of
+        pointer tokens: e.g. objects prompted on the same frames) go through memory attention,
+        the decoder and the memory encoder as one batch; each gets the result it gets alone,
+        up to float rounding. The frame's memory-independent prefix is computed once."""
         feats = self._features(frame, pixels)
-        out = []
-        tracked = [s for s in self.objects.values() if frame not in s.conditioning]
-        # the first memory-attention steps do not depend on the object: once per frame
         rt = self._rt
+        tracked = [s for s in self.objects.values() if frame not in s.conditioning]
         prefix = rt.condition_prefix(feats.embed) if len(tracked) > 1 else None
-        for state in self.objects.values():
-            if frame in state.conditioning:
-                out.append(state.conditioning[frame].low_res)
-                continue
-            conditioned = self._condition(state, frame, feats.embed, reverse, prefix=prefix)
-            res = rt.track_decode(conditioned, feats.high_res, None, None, None, multimask=True)
-            mem = self._memory(feats.embed, res, binarize=False)
-            state.remember(frame, mem, self.tracker.max_memory_frames - 1, self.model.config.memory.max_object_pointers)
-            state.tracked.add(frame)
-            out.append(mem.low_res)
-        return torch.stack(out)
+        banks = {s.obj_id: bank_inputs(s, frame, reverse, None, self.model, self.tracker.max_memory_frames,
+                                       self.tracker.max_conditioning_frames, self.num_frames) for s in tracked}
+        groups: dict[tuple[int, int], list[ObjectState]] = {}
+        for s in tracked:
+            groups.setdefault((banks[s.obj_id].num_frames, banks[s.obj_id].num_pointer_tokens), []).append(s)
+        low_res: dict[int, torch.Tensor] = {}
+        for (num_frames, num_pointers), states in groups.items():
+            b = len(states)
+            memory = torch.cat([banks[s.obj_id].memory for s in states])
+            memory_pos = torch.cat([banks[s.obj_id].memory_pos for s in states])
+            raw = feats.embed.expand(b, -1, -1, -1)
+            conditioned = rt.condition(raw, memory, memory_pos, num_frames, num_pointers, prefix=prefix)
+            high_res = tuple(h.expand(b, -1, -1, -1) for h in feats.high_res)
+            res = rt.track_decode(conditioned, high_res, None, None, None, multimask=True)
+            for state, mem in zip(states, self._memories(raw, res, binarize=False)):
+                state.remember(frame, mem, self.tracker.max_memory_frames - 1,
+                               self.model.config.memory.max_object_pointers)
+                state.tracked.add(frame)
+                low_res[state.obj_id] = mem.low_res
+        return torch.stack([s.conditioning[frame].low_res if frame in s.conditioning else low_res[s.obj_id]
+                            for s in self.objects.values()])
 
     # ------------------------------------------------------------------ memory
     def _condition(self, state: ObjectState, frame: int, raw: torch.Tensor, reverse: bool,
@@ -241,9 +254,12 @@ class TrackingSession:
         return self._rt.condition(raw, bank.memory, bank.memory_pos, bank.num_frames, bank.num_pointer_tokens,
                                   prefix=prefix)
 
-    def _memory(self, raw: torch.Tensor, out: TrackOutput, binarize: bool) -> FrameMemory:
+    def _memories(self, raw: torch.Tensor, out: TrackOutput, binarize: bool) -> list[FrameMemory]:
+        """One ``FrameMemory`` per object of ``out`` (B objects on one frame; raw (B, C, E, E))."""
         tokens, pos = self._rt.encode_memory(raw, out.high_res_logits, binarize, out.object_score)
-        return FrameMemory(tokens[0], pos[0], out.pointer[0], out.low_res_logits[0], float(out.object_score[0]))
+        scores = out.object_score.float().tolist()
+        return [FrameMemory(tokens[i], pos[i], out.pointer[i], out.low_res_logits[i], scores[i])
+                for i in range(len(scores))]
 
     # ------------------------------------------------------------------ helpers
     def _runtime(self) -> Runtime:
@@ -272,7 +288,7 @@ class TrackingSession:
             raise ValueError(f"frame {frame} has shape {tuple(image.shape)}, but the source's frames are "
                              f"{self.frame_hw}; every frame must have the same size")
         rgb = to_unit_rgb(image, channels=self.tracker.channels, percentiles=self.tracker.percentiles,
-                          name=f"frame {frame}")
+                          name=f"frame {frame}", keep_uint8=True)  # uint8 is divided on the device
         return to_model_input(rgb, m.config.image_size, m.device, m.dtype)
 
     def _to_masks(self, low_res: torch.Tensor) -> np.ndarray:
