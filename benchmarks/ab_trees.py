@@ -23,16 +23,10 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import median_seconds  # noqa: E402
+
 FRAMES = 12
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def child(checkpoint: str, threads: int) -> dict[str, float]:
@@ -45,10 +39,8 @@ def child(checkpoint: str, threads: int) -> dict[str, float]:
     model = ek.load_model(checkpoint)
     img = (transform.resize(data.astronaut(), (1024, 1024)) * 255).astype(np.uint8)
     pred = ek.ImagePredictor(model)
-    pred.set_image(img)  # warm-up
-    out = {"encode_s": _median_time(lambda: pred.set_image(img), 3)}
-    pred.predict(points=[[460.0, 360.0]])
-    out["click_s"] = _median_time(lambda: pred.predict(points=[[460.0, 360.0]]), 10)
+    out = {"encode_s": median_seconds(lambda: pred.set_image(img), 3)}
+    out["click_s"] = median_seconds(lambda: pred.predict(points=[[460.0, 360.0]]), 10)
     rng = np.random.default_rng(0)
     frames = (rng.random((FRAMES, 480, 640, 3)) * 40 + 60).astype(np.uint8)
     for k in range(FRAMES):  # a bright disk moving right

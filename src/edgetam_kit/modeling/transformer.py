@@ -66,15 +66,19 @@ class TwoWayBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(dim, num_heads, downsample_rate)
         self.skip_first_pe = skip_first_pe
 
-    def forward(self, tokens: torch.Tensor, image: torch.Tensor, token_pe: torch.Tensor,
-                image_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens, token_pe: (B, N, C); image, image_pe: (B, HW, C). Returns both updated."""
+    def attend_tokens(self, tokens: torch.Tensor, token_pe: torch.Tensor) -> torch.Tensor:
+        """The tokens' self-attention step (B, N, C) -> (B, N, C), added back and normalised."""
         if self.skip_first_pe:
             tokens = self.self_attn(tokens, tokens, tokens)
         else:
             q = tokens + token_pe
             tokens = tokens + self.self_attn(q, q, tokens)
-        tokens = self.layer_norm1(tokens)
+        return self.layer_norm1(tokens)
+
+    def forward(self, tokens: torch.Tensor, image: torch.Tensor, token_pe: torch.Tensor,
+                image_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens, token_pe: (B, N, C); image, image_pe: (B, HW, C). Returns both updated."""
+        tokens = self.attend_tokens(tokens, token_pe)
         q, k = tokens + token_pe, image + image_pe
         tokens = self.layer_norm2(tokens + self.cross_attn_token_to_image(q, k, image))
         tokens = self.layer_norm3(tokens + self.mlp(tokens))

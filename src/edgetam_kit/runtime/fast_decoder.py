@@ -154,12 +154,7 @@ def _block(layer: TwoWayBlock, tokens: torch.Tensor, image: torch.Tensor, token_
            image_pe: torch.Tensor, context: ImageContext | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``layer(tokens, image, token_pe, image_pe)``; ``context``: given for the first layer, whose
     image keys/values and queries depend on the image only (``image`` is then the context's)."""
-    if layer.skip_first_pe:
-        tokens = layer.self_attn(tokens, tokens, tokens)
-    else:
-        q = tokens + token_pe
-        tokens = tokens + layer.self_attn(q, q, tokens)
-    tokens = layer.layer_norm1(tokens)
+    tokens = layer.attend_tokens(tokens, token_pe)
     attn = layer.cross_attn_token_to_image
     if context is None:
         keyed = image + image_pe  # keys of both cross-attentions (the image does not change between them)

@@ -11,7 +11,7 @@ prompt coordinates (x, y) in pixels of the model's S x S frame.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,12 +174,11 @@ class Runtime:
         """``EdgeTam.encode_memory`` (the plain modules)."""
         return self._model.encode_memory(raw, high_res_logits, binarize, object_score)
 
-    def inference(self) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
         """``torch.inference_mode`` plus this runtime's autocast."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(self.context())
-        return stack
+        with torch.inference_mode(), self.context():
+            yield
 
     def describe(self) -> dict[str, Any]:
         """Backend, precision, device and notes, for ``repr``s and ``edgetam info``."""
