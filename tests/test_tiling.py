@@ -161,7 +161,7 @@ def exact_decoder(labels: np.ndarray):
     background an empty mask with predicted IoU 0."""
     from skimage.measure import label as cc
 
-    def decoder_for(features, image_pe, box, region_hw):
+    def decoder_for(features, box, region_hw):
         x0, y0, x1, y1 = (int(v) for v in box)
         h, w = region_hw
         comps = cc(labels[y0:y1, x0:x1], connectivity=1, background=0)
