@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass
+@dataclass(repr=False)
 class Prediction:
     """Result for one prompted object.
 
@@ -29,3 +29,21 @@ class Prediction:
     def only(self, k: int) -> "Prediction":
         """This prediction with candidate ``k`` alone (K = 1)."""
         return Prediction(self.masks[k:k + 1], self.scores[k:k + 1], self.logits[k:k + 1], self.object_score)
+
+    def __repr__(self) -> str:
+        k = self.masks.shape[0]
+        hw = "x".join(str(int(n)) for n in self.masks.shape[1:])
+        scores = ", ".join(f"{float(s):.3f}" for s in self.scores)
+        return f"Prediction({k} mask(s) {hw}, scores=[{scores}], best={self.best if k else None}, " \
+               f"object_score={float(self.object_score):.3f})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the candidates as thumbnails (longest side <= 256 px) with their scores."""
+        from .reprs import describe_prediction
+
+        return describe_prediction(self)._repr_html_()
+
+    def _repr_png_(self) -> bytes | None:
+        from .reprs import describe_prediction
+
+        return describe_prediction(self)._repr_png_()
