@@ -120,11 +120,12 @@ class TrackResult:
 
     # ------------------------------------------------------------------ display
     def render(self, every: int | None = None, max_side: int | None = TILE, columns: int | None = None) -> np.ndarray:
-        """Montage of the collected frames (every ``every``-th; default: at most 8 shown)."""
+        """Montage of the collected frames (every ``every``-th; default: at most 8 shown, 4 per row)."""
         if not self._data:
             raise ValueError("no frames collected yet")
         every = every or max(1, -(-len(self) // MAX_TILES))
-        return montage(self.source, self, every=every, max_side=max_side, columns=columns)
+        shown = -(-len(self) // every)
+        return montage(self.source, self, every=every, max_side=max_side, columns=columns or min(shown, 4))
 
     def _describe(self) -> Description:
         counts = self.frame_counts()
