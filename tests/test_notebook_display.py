@@ -214,3 +214,23 @@ def test_regionprops_bridge_equals_skimage() -> None:
     assert [r["centroid-0"] for r in ours] == ref["centroid-0"].tolist()
     stack = ek.regionprops_table(np.stack([labels, labels * 0]), properties=("label", "area"))
     assert stack["frame"].tolist() == [0, 0]
+
+
+def test_show_draws_the_overlay_with_matplotlib() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    image = np.zeros((20, 30), np.uint8)
+    mask = np.zeros((20, 30), bool)
+    mask[5:10, 5:10] = True
+    ax = ek.show(image, mask, ids=[2], title="t")
+    shown = ax.get_images()[0].get_array()
+    np.testing.assert_array_equal(np.asarray(shown), ek.overlay(image, mask, ids=[2]))
+    assert ax.get_title() == "t"
+    track = ek.TrackResult(np.zeros((2, 20, 30), np.uint8))
+    track.add(0, [1], mask[None])
+    ax = ek.show(track)
+    np.testing.assert_array_equal(np.asarray(ax.get_images()[0].get_array()), track.render())
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
