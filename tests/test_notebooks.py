@@ -14,7 +14,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "docs" / "notebooks").
 
 
 def test_the_notebooks_are_there_and_stripped() -> None:
-    assert len(NOTEBOOKS) >= 3
+    assert len(NOTEBOOKS) >= 4
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)
         for cell in book.cells:
@@ -28,6 +28,13 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     src = str(Path(__file__).resolve().parents[1] / "src")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    if "fiftyone" in path.stem:  # a mongod of the test session's own, FiftyOne's folders in a temp root
+        import fiftyone_helpers as h
+
+        h.import_fiftyone()  # in this process, with its workaround (mongod_binary imports fiftyone)
+        h.start_mongod()
+        for key, value in {**h.fiftyone_env(), "HOME": str(h.ROOT / "home")}.items():
+            monkeypatch.setenv(key, value)
     book = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(book, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
