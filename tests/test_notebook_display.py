@@ -234,3 +234,18 @@ def test_show_draws_the_overlay_with_matplotlib() -> None:
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_overlay_of_rle_masks_shrinks_one_mask_at_a_time_to_the_same_picture() -> None:
+    from edgetam_kit.engine.masks import encode_rles
+
+    m = np.zeros((3, 300, 200), bool)
+    m[0, 10:100, 20:150] = True
+    m[1, 150:290, 30:60] = True
+    m[2, 40:60, 100:190] = True
+    anns = [{"segmentation": r} for r in encode_rles(m)]
+    np.testing.assert_array_equal(ek.overlay(None, anns, max_side=50), ek.overlay(None, m, max_side=50))
+    np.testing.assert_array_equal(ek.overlay(None, anns), ek.overlay(None, m))
+    image = np.zeros((300, 200), np.uint8)
+    with pytest.raises(ValueError, match="masks are"):
+        ek.overlay(image[:100], anns, max_side=50)

@@ -121,6 +121,22 @@ def as_masks(masks: Any, ids: Any = None, name: str = "masks") -> tuple[np.ndarr
     return arr, None, ids
 
 
+def _shrunk_list(masks: Sequence[Any], max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """A list of masks (bool arrays or automatic-mask dicts, RLE or not) as an (N, h, w) stack of
+    thumbnails, decoding one at a time (never N full-size masks at once); and their full (H, W)."""
+    small, full = [], None
+    for i, m in enumerate(masks):
+        if isinstance(m, dict) and "segmentation" in m:
+            m = m["segmentation"]
+        m = decode_segmentation(m)
+        if m.ndim != 2 or (full is not None and m.shape != full):
+            raise ValueError(f"masks[{i}] has shape {m.shape}; every mask must be (H, W) of one size")
+        full = m.shape
+        th, tw = thumb_shape(full, max_side)
+        small.append(m[sample_indices(full[0], th)][:, sample_indices(full[1], tw)])
+    return np.stack(small), (int(full[0]), int(full[1]))
+
+
 def _edges(mask: np.ndarray) -> np.ndarray:
     """Boundary pixels of a bool (H, W) mask (4-neighbourhood)."""
     inner = mask.copy()
@@ -167,8 +183,13 @@ def overlay(image: Any, masks: Any = None, points: Any = None, boxes: Any = None
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be within [0, 1], got {alpha!r}")
+    full_hw = None
+    if max_side is not None and isinstance(masks, (list, tuple)) and masks:  # shrink one mask at a time
+        masks, full_hw = _shrunk_list(masks, max_side)
     stack, label, ids = as_masks(masks, ids)
     mhw = stack.shape[1:] if stack is not None else (label.shape if label is not None else None)
+    if full_hw is not None:
+        mhw = full_hw
     if image is None:
         if mhw is None:
             raise ValueError("overlay needs an image or masks to know the size; got neither")
@@ -183,7 +204,8 @@ def overlay(image: Any, masks: Any = None, points: Any = None, boxes: Any = None
     h, w = rgb.shape[:2]
     if mhw is not None and (h, w) != tuple(mhw):  # shrink masks like the image
         ry, rx = sample_indices(mhw[0], h), sample_indices(mhw[1], w)
-        stack = None if stack is None else stack[:, ry][:, :, rx]
+        if stack is not None and full_hw is None:
+            stack = stack[:, ry][:, :, rx]
         label = None if label is None else label[ry][:, rx]
     sy, sx = (h / mhw[0], w / mhw[1]) if mhw is not None else (1.0, 1.0)
     out = rgb.astype(np.float32)
