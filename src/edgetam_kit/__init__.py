@@ -33,6 +33,12 @@ _EXPORTS: dict[str, str] = {
     "Cancelled": ".progress",
     "CheckpointSpec": ".plugins.hookspecs", "Exporter": ".plugins.hookspecs", "hookimpl": ".plugins.hookspecs",
     "build_random_model": ".testing.random_weights",
+    "overlay": ".engine.display", "montage": ".engine.display", "show": ".engine.display",
+    "label_colors": ".engine.display",
+    "to_table": ".engine.tables", "regionprops_table": ".engine.tables",
+    "collect": ".engine.results", "TrackResult": ".engine.results", "AutoMasks": ".engine.results",
+    "Predictions": ".engine.results",
+    "describe": ".engine.reprs",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -66,3 +72,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .progress import Cancelled
     from .runtime import Backend, Runtime, backends, optimize
     from .testing.random_weights import build_random_model
+    from .engine.display import label_colors, montage, overlay, show
+    from .engine.reprs import describe
+    from .engine.results import AutoMasks, Predictions, TrackResult, collect
+    from .engine.tables import regionprops_table, to_table

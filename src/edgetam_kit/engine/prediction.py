@@ -12,7 +12,7 @@ from ..transforms import upscale_logits
 LOGIT_CLAMP = 32.0  # low-res logits are returned clamped, as the reference predictor does
 
 
-@dataclass
+@dataclass(repr=False)
 class Prediction:
     """Result for one prompted object.
 
@@ -43,3 +43,21 @@ class Prediction:
         masks = upscale_logits(logits[None], hw)[0] > 0.0
         return cls(masks=masks.cpu().numpy(), scores=iou.float().cpu().numpy(),
                    logits=logits.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP).cpu().numpy(), object_score=float(obj))
+
+    def __repr__(self) -> str:
+        k = self.masks.shape[0]
+        hw = "x".join(str(int(n)) for n in self.masks.shape[1:])
+        scores = ", ".join(f"{float(s):.3f}" for s in self.scores)
+        return f"Prediction({k} mask(s) {hw}, scores=[{scores}], best={self.best if k else None}, " \
+               f"object_score={float(self.object_score):.3f})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the candidates as thumbnails (longest side <= 256 px) with their scores."""
+        from .reprs import describe_prediction
+
+        return describe_prediction(self)._repr_html_()
+
+    def _repr_png_(self) -> bytes | None:
+        from .reprs import describe_prediction
+
+        return describe_prediction(self)._repr_png_()
