@@ -294,3 +294,31 @@ def test_image_model_without_prompt_field_falls_back_to_automatic(fo, image_ds, 
     view.apply_model(model, label_field="fallback", skip_failures=False)
     dets = view.first().fallback.detections
     assert len(dets) > 0 and {d.label for d in dets} == {"object"}
+
+
+def test_zoo_installs_in_one_command_offline(fo, checkpoint, monkeypatch):
+    """`python -m edgetam_kit.fiftyone_zoo install --checkpoint PATH`, then load_zoo_model offline:
+    no symlink by hand, no environment variable, nothing downloaded."""
+    import subprocess
+    import sys
+
+    import fiftyone.zoo as foz
+
+    from edgetam_kit.fiftyone import EdgeTamImageModel, EdgeTamVideoModel
+
+    env = {**h.subprocess_env(), "HF_HUB_OFFLINE": "1"}
+    env.pop("EDGETAM_KIT_ZOO_CHECKPOINT", None)
+    r = subprocess.run([sys.executable, "-m", "edgetam_kit.fiftyone_zoo", "install", "--checkpoint", checkpoint],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    folder = Path(fo.config.model_zoo_dir) / "edgetam-kit"
+    assert f"installed: {folder}" in r.stdout
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("EDGETAM_KIT_ZOO_CHECKPOINT", raising=False)
+    image = foz.load_zoo_model("edgetam-kit-image-torch")
+    video = foz.load_zoo_model("edgetam-kit-video-torch")
+    assert isinstance(image, EdgeTamImageModel) and isinstance(video, EdgeTamVideoModel)
+    assert image.config.checkpoint == video.config.checkpoint == str(Path(checkpoint).resolve())
+    r = subprocess.run([sys.executable, "-m", "edgetam_kit.fiftyone_zoo", "install", "--checkpoint", "/nowhere/x.pt"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "checkpoint: /nowhere/x.pt does not exist" in r.stderr
