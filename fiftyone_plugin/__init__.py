@@ -136,6 +136,8 @@ class _EdgeTamOperator(foo.Operator):
             return types.Property(outputs, view=types.View(label="EdgeTAM: runs queued"))
         outputs.str("message", label="Summary")
         for key, label in _SUMMARY_FIELDS:
+            if key == "frames" and not self.VIDEO:
+                continue
             outputs.float(key, label=label) if key in ("seconds", "per_second") else outputs.int(key, label=label)
         if results.get("hint"):
             outputs.view("hint", types.Warning(label="No masks", description=results["hint"]))

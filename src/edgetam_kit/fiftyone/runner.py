@@ -130,7 +130,7 @@ def iter_label_images(collection: Any, model: EdgeTamImageModel, label_field: st
     RunSummary (``summary = yield from iter_label_images(...)``)."""
     import fiftyone.utils.image as foui
 
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     check_label_field(collection, label_field, video=False)
     kinds = _output_kinds(model, label_field)
     for name, kind in kinds.items():
@@ -164,7 +164,7 @@ def iter_label_images(collection: Any, model: EdgeTamImageModel, label_field: st
         for name in kinds:
             mark_ours(collection, name, "label_images")
     return RunSummary(done, len(ids) - len(todo), len(ids), shard, num_shards, masks=masks,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - t0)
 
 
 def _count(label: Any) -> int:
@@ -206,7 +206,7 @@ def iter_label_videos(collection: Any, model: EdgeTamVideoModel, label_field: st
     """``label_videos`` as a generator: yields (videos done, total) and returns the RunSummary."""
     from ..io.sources import open_source
 
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     check_label_field(collection, label_field, video=True)
     check_output_field(collection, label_field, "Detections", video=True)
     if prompt_field is not None:
@@ -243,7 +243,7 @@ def iter_label_videos(collection: Any, model: EdgeTamVideoModel, label_field: st
     if todo:
         mark_ours(collection, f"frames.{label_field}", "label_videos")
     return RunSummary(len(todo), len(ids) - len(todo), len(ids), shard, num_shards, masks=masks, frames=frames,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - t0)
 
 
 def report(progress: Progress | None, done: int, total: int) -> None:
