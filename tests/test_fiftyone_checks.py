@@ -327,3 +327,6 @@ def test_zoo_installs_in_one_command_offline(fo, checkpoint, monkeypatch):
     r = subprocess.run([sys.executable, "-m", "edgetam_kit.fiftyone_zoo", "install", "--checkpoint", "/nowhere/x.pt"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "checkpoint: /nowhere/x.pt does not exist" in r.stderr
+    import shutil
+
+    shutil.rmtree(folder)  # the other zoo test starts from an empty zoo folder
