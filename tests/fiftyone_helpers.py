@@ -157,3 +157,121 @@ def cleanup() -> None:
 
 _setup()
 atexit.register(cleanup)
+
+
+# ----------------------------------------------------------------------------- shared fixtures
+# (imported by the test modules: ``from fiftyone_helpers import fo, checkpoint, ...``)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+N_IMAGES = 4
+
+
+@pytest.fixture(scope="session")
+def fo():
+    fo = import_fiftyone()
+    start_mongod()
+    yield fo
+    cleanup()
+
+
+@pytest.fixture(scope="session")
+def checkpoint(fo, tmp_path_factory) -> str:
+    import edgetam_kit as ek
+
+    folder = tmp_path_factory.mktemp("fo-ckpt") / "tiny"
+    ek.save_model(ek.build_random_model("tiny", seed=1, video=True), folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def ref_model(checkpoint):
+    """The engine's own model for reference answers, loaded once (loading is not free)."""
+    import edgetam_kit as ek
+
+    return ek.load_model(checkpoint)
+
+
+@pytest.fixture(scope="session")
+def image_model(checkpoint):
+    from edgetam_kit.fiftyone import EdgeTamImageModel
+
+    return EdgeTamImageModel(checkpoint=checkpoint)  # through the real loader
+
+
+@pytest.fixture(scope="session")
+def image_files(tmp_path_factory) -> list[str]:
+    from skimage import data, io, transform
+
+    folder = tmp_path_factory.mktemp("fo-images")
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.camera(), data.coins()]
+    paths = []
+    for i, img in enumerate(sources[:N_IMAGES]):
+        hw = (96 + 16 * i, 160 - 8 * i)
+        small = transform.resize(img, hw, order=1, anti_aliasing=True, preserve_range=True).astype(np.uint8)
+        p = folder / f"img{i}.png"
+        io.imsave(p, small, check_contrast=False)
+        paths.append(str(p))
+    return paths
+
+
+def make_image_dataset(fo, files, persistent=False):
+    ds = fo.Dataset(persistent=persistent)
+    samples = []
+    for i, path in enumerate(files):
+        s = fo.Sample(filepath=path)
+        s["boxes"] = fo.Detections(detections=[
+            fo.Detection(label="left", bounding_box=[0.05, 0.1, 0.4, 0.5]),
+            fo.Detection(label="right", bounding_box=[0.5, 0.45, 0.35, 0.45], index=7),
+        ])
+        s["clicks"] = fo.Keypoints(keypoints=[
+            fo.Keypoint(label="one", points=[[0.3, 0.35]]),
+            fo.Keypoint(label="two", points=[[0.6, 0.6], [0.7, 0.65]]),
+        ])
+        s["note"] = f"sample {i}"
+        samples.append(s)
+    ds.add_samples(samples)
+    return ds
+
+
+@pytest.fixture
+def image_ds(fo, image_files):
+    ds = make_image_dataset(fo, image_files)
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture(scope="session")
+def video_file(tmp_path_factory) -> str:
+    from skimage import io
+
+    from edgetam_kit.testing.synthetic import SyntheticSource
+
+    folder = tmp_path_factory.mktemp("fo-video")
+    src = SyntheticSource(8, 64, 96, seed=3)
+    for i in range(len(src)):
+        io.imsave(folder / f"{i:03d}.png", src.frame(i), check_contrast=False)
+    out = folder / "disk.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-framerate", "8", "-i", str(folder / "%03d.png"),
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)], check=True)
+    return str(out)
+
+
+def make_video_dataset(fo, video_file, n=1):
+    ds = fo.Dataset()
+    for _ in range(n):
+        s = fo.Sample(filepath=video_file)
+        # object 1 prompted on frame 4 (a box), object 2 (no index) by a click on frame 6
+        s.frames[4]["prompts"] = fo.Detections(detections=[
+            fo.Detection(label="disk", index=1, bounding_box=[0.3, 0.2, 0.35, 0.5])])
+        s.frames[6]["prompts"] = fo.Detections(detections=[
+            fo.Detection(label="corner", bounding_box=[0.0, 0.0, 0.3, 0.4])])
+        ds.add_sample(s)
+    return ds
+
+
+@pytest.fixture
+def video_ds(fo, video_file):
+    ds = make_video_dataset(fo, video_file)
+    yield ds
+    ds.delete()

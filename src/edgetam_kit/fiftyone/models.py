@@ -13,6 +13,7 @@ and ``index`` carried over from the prompt (tracks keep their ``index``).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ from ..io.checkpoint import load_model
 from ..modeling import EdgeTam
 from ..engine.predictor import ImagePredictor
 from ..engine.tracking import VideoTracker
+from .checks import resolve_device
 from .labels import ObjectPrompt, detection_from_mask, prompts_from_label, segmentation_from_masks
 
+logger = logging.getLogger(__name__)
 MODES = ("prompted", "auto")
 OUTPUTS = ("detections", "segmentation", "both")
 
@@ -46,7 +49,7 @@ class ImageModelConfig:
     """Settings of ``EdgeTamImageModel`` (``auto`` holds AutoMaskGenerator keyword arguments)."""
 
     checkpoint: str
-    device: str = "cpu"
+    device: str = "auto"
     mode: str = "prompted"
     prompt_field: str | None = None
     output: str = "detections"
@@ -61,16 +64,18 @@ def _load(checkpoint: Any, device: str, model: EdgeTam | None) -> EdgeTam:
         return model
     if checkpoint is None or (isinstance(checkpoint, str) and not checkpoint.strip()):
         raise ValueError("checkpoint must be a checkpoint name, a path or a hub id, got nothing")
-    return load_model(checkpoint, device=device)
+    return load_model(checkpoint, device=resolve_device(device))
 
 
 _CACHE: dict[tuple, EdgeTam] = {}
 
 
-def cached_model(checkpoint: Any, device: str = "cpu") -> EdgeTam:
+def cached_model(checkpoint: Any, device: str = "auto") -> EdgeTam:
     """``ek.load_model(checkpoint, device)``, kept for the next call with the same checkpoint
     (path and modification time) and device: the operators load a model per run, and loading
-    prepares the runtime (seconds). Only the last two models are kept."""
+    prepares the runtime (seconds). Only the last two models are kept. ``device`` "auto": CUDA
+    when this machine has it, else CPU."""
+    device = resolve_device(device)
     path = os.path.expanduser(str(checkpoint))
     stamp = os.path.getmtime(path) if os.path.exists(path) else None
     key = (path, stamp, str(device))
@@ -129,15 +134,17 @@ class _EdgeTamFiftyOneModel(Model, SamplesMixin):
 class EdgeTamImageModel(_EdgeTamFiftyOneModel):
     """Prompted (boxes/keypoints from ``prompt_field``) or automatic masks for image samples.
 
-    checkpoint: what ``ek.load_model`` takes (name, HF folder, edgetam.pt, hub id); device: torch
-    device string; mode: "prompted" or "auto"; prompt_field: default prompt field (apply_model's
-    ``prompt_field=`` wins); output: "detections", "segmentation" (uint16 label image, object i =
+    checkpoint: what ``ek.load_model`` takes (name, HF folder, edgetam.pt, hub id); device: "auto"
+    (CUDA when present, else CPU), "cpu", "cuda", "cuda:N" or "mps"; mode: "prompted" or "auto";
+    prompt_field: default prompt field (apply_model's ``prompt_field=`` wins); in mode "prompted"
+    with no prompt field at all, each image gets automatic masks instead (as FiftyOne's SAM 2
+    model does), with the ``auto`` options; output: "detections", "segmentation" (uint16 label image, object i =
     i + 1) or "both" (a dict -> fields ``<label_field>_detections`` / ``_segmentation``);
     auto: AutoMaskGenerator options for mode "auto"; model: an already loaded EdgeTam instead
     of ``checkpoint``.
     """
 
-    def __init__(self, checkpoint: Any = None, device: str = "cpu", mode: str = "prompted",
+    def __init__(self, checkpoint: Any = None, device: str = "auto", mode: str = "prompted",
                  prompt_field: str | None = None, output: str = "detections", auto: dict | None = None,
                  auto_label: str = "object", model: EdgeTam | None = None) -> None:
         SamplesMixin.__init__(self)
@@ -150,6 +157,7 @@ class EdgeTamImageModel(_EdgeTamFiftyOneModel):
         self.model = _load(checkpoint, device, model)
         self.predictor = ImagePredictor(self.model)
         self.generator = AutoMaskGenerator(self.model, **self.config.auto) if mode == "auto" else None
+        self._warned_auto = False
 
     # --- fiftyone.core.models.Model interface
     @property
@@ -163,13 +171,14 @@ class EdgeTamImageModel(_EdgeTamFiftyOneModel):
         """Images (H, W[, C]) and their samples -> one label (or dict of labels) per image."""
         images = [np.asarray(a) for a in args]
         samples = list(samples) if samples is not None else [None] * len(images)
-        if self.config.mode == "auto":
+        field_name = self.prompt_field
+        if self.config.mode == "auto" or field_name is None:
+            if self.config.mode != "auto" and not self._warned_auto:
+                logger.info("EdgeTamImageModel: no prompt_field given, so automatic masks are made for "
+                            "each image (pass apply_model(..., prompt_field=...) for prompted masks)")
+                self._warned_auto = True
             segs = [self.segment_auto(img) for img in images]
         else:
-            field_name = self.prompt_field
-            if field_name is None:
-                raise ValueError("prompt_field is required in mode 'prompted': pass apply_model(..., "
-                                 "prompt_field='ground_truth') or EdgeTamImageModel(prompt_field=...)")
             prompts = []
             for img, sample in zip(images, samples):
                 label = None if sample is None else sample.get_field(field_name)
@@ -206,6 +215,8 @@ class EdgeTamImageModel(_EdgeTamFiftyOneModel):
 
     def segment_auto(self, image: np.ndarray) -> list[Segment]:
         """Automatic masks for one image, largest first."""
+        if self.generator is None:
+            self.generator = AutoMaskGenerator(self.model, **self.config.auto)
         anns = self.generator.generate(image)
         return [Segment(np.asarray(a["segmentation"], bool), float(a["predicted_iou"]),
                         ObjectPrompt(label=self.config.auto_label)) for a in anns]
@@ -275,7 +286,7 @@ class EdgeTamVideoModel(_EdgeTamFiftyOneModel):
     ``frames.<label_field>`` (give label_field without the ``frames.`` prefix).
     """
 
-    def __init__(self, checkpoint: Any = None, device: str = "cpu", prompt_field: str | None = None,
+    def __init__(self, checkpoint: Any = None, device: str = "auto", prompt_field: str | None = None,
                  tracker: dict | None = None, model: EdgeTam | None = None) -> None:
         SamplesMixin.__init__(self)
         self.config = ImageModelConfig(str(checkpoint), device, "prompted", prompt_field)

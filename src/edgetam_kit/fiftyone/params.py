@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .checks import check_checkpoint, check_device_name, check_output_field, check_target_media
+
 OPERATORS = ("segment_with_prompts", "auto_segment", "track_objects")
 TARGETS = ("DATASET", "CURRENT_VIEW", "SELECTED_SAMPLES")
 PROMPT_TYPES = ("Detections", "Keypoints")
@@ -17,6 +19,12 @@ DEFAULT_LABEL_FIELD = {"segment_with_prompts": "edgetam", "auto_segment": "edget
                        "track_objects": "edgetam_tracks"}
 AUTO_DEFAULTS = {"points_per_side": 32, "pred_iou_thresh": 0.8, "stability_score_thresh": 0.95,
                  "min_mask_region_area": 0}
+COMMON = ("checkpoint", "target", "label_field", "output_dir", "skip_existing", "device", "num_shards", "shard",
+          "delegate")
+KNOWN = {"segment_with_prompts": COMMON + ("prompt_field", "batch_size"),
+         "auto_segment": COMMON + ("batch_size",) + tuple(AUTO_DEFAULTS),
+         "track_objects": COMMON + ("prompt_field",)}
+VIEW_ONLY = ("error", "notice")  # form notices (no values)
 
 
 @dataclass
@@ -31,15 +39,14 @@ class OperatorParams:
     output_dir: str | None = None
     skip_existing: bool = True
     batch_size: int = 1
-    device: str = "cpu"
+    device: str = "auto"
     shard: int | None = None
     num_shards: int = 1
     auto: dict[str, Any] = field(default_factory=dict)
 
     def to_params(self) -> dict[str, Any]:
-        """Back to an operator ``params`` dict (for queueing shards)."""
-        d = {k: getattr(self, k) for k in ("checkpoint", "target", "prompt_field", "label_field", "output_dir",
-                                           "skip_existing", "batch_size", "device", "shard", "num_shards")}
+        """Back to an operator ``params`` dict (for queueing shards): the operator's own parameters."""
+        d = {k: getattr(self, k) for k in KNOWN[self.operator] if hasattr(self, k) and k != "delegate"}
         d.update(self.auto)
         return d
 
@@ -86,18 +93,6 @@ def _str(params: dict, name: str) -> str | None:
     return value.strip()
 
 
-def check_device(device: str) -> str:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine; use 'cpu'")
-    return device
-
-
 def prompt_field_type(collection: Any, prompt_field: str, video: bool) -> str:
     """The label type name of ``prompt_field``; ValueError naming ``prompt_field`` when unusable."""
     if video and not prompt_field.startswith("frames."):
@@ -116,17 +111,32 @@ def prompt_field_type(collection: Any, prompt_field: str, video: bool) -> str:
     return kind
 
 
+def check_known(params: dict[str, Any], operator: str) -> None:
+    """ValueError naming the first parameter ``operator`` does not take (a misspelling, usually)."""
+    import difflib
+
+    known = KNOWN[operator]
+    for name, value in params.items():
+        if name in known or name in VIEW_ONLY:
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; {operator} takes: {', '.join(known)}"
+        raise ValueError(f"{name} is not a parameter of {operator}{hint}")
+
+
 def parse_params(params: dict[str, Any], operator: str, collection: Any, has_selection: bool = False,
-                 has_view: bool = False) -> OperatorParams:
-    """Validate an operator's ``params`` against ``collection`` (the dataset); fill defaults."""
+                 has_view: bool = False, check_files: bool = True) -> OperatorParams:
+    """Validate an operator's ``params`` against ``collection`` (the dataset); fill defaults.
+
+    Everything is checked that can be checked where the run is queued: names and values of the
+    parameters, the dataset's media, the prompt and output fields' types, the checkpoint (when
+    ``check_files``). The device's availability is checked where the run executes
+    (``checks.resolve_device``), so a CPU App host can queue ``cuda`` work for GPU workers."""
     if operator not in OPERATORS:
         raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
     video = operator == "track_objects"
-    media = getattr(collection, "media_type", None)
-    if video and media != "video":
-        raise ValueError(f"track_objects needs a video dataset, this one holds {media!r} samples")
-    if not video and media != "image":
-        raise ValueError(f"{operator} needs an image dataset, this one holds {media!r} samples")
+    check_known(params, operator)
+    check_target_media(collection, operator, video)
     target = _str(params, "target") or default_target(has_selection, has_view)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -134,7 +144,7 @@ def parse_params(params: dict[str, Any], operator: str, collection: Any, has_sel
         raise ValueError("target is SELECTED_SAMPLES but no samples are selected")
     p = OperatorParams(operator=operator, target=target)
     p.checkpoint = _str(params, "checkpoint") or DEFAULT_CHECKPOINT
-    p.device = check_device(_str(params, "device") or "cpu")
+    p.device = check_device_name(params.get("device"))
     p.skip_existing = _bool(params, "skip_existing", True)
     p.batch_size = _int(params, "batch_size", 1, 1)
     p.num_shards = _int(params, "num_shards", 1, 1)
@@ -158,7 +168,10 @@ def parse_params(params: dict[str, Any], operator: str, collection: Any, has_sel
         raise ValueError(f"label_field must be a field name (letters, digits, _), got {label_field!r}")
     if p.prompt_field is not None and label_field == p.prompt_field.removeprefix("frames."):
         raise ValueError(f"label_field {label_field!r} would overwrite the prompts: choose another name")
+    check_output_field(collection, label_field, "Detections", video)
     p.label_field = label_field
+    if check_files:
+        check_checkpoint(p.checkpoint, video)
     if operator == "auto_segment":
         p.auto = {"points_per_side": _int(params, "points_per_side", AUTO_DEFAULTS["points_per_side"], 1),
                   "pred_iou_thresh": _float01(params, "pred_iou_thresh", AUTO_DEFAULTS["pred_iou_thresh"]),

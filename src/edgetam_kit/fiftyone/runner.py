@@ -15,31 +15,45 @@ one target never touch the same sample.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .checks import check_output_field, mark_ours
 from .labels import write_masks
 from .models import EdgeTamImageModel, EdgeTamVideoModel, strip_frames
 
 Progress = Callable[[int, int], None]
+Steps = Generator[tuple[int, int], None, "RunSummary"]  # yields (done, total), returns the summary
 READ_CHUNK = 16  # samples fetched per database query (labels are still saved one sample at a time)
 
 
 @dataclass
 class RunSummary:
-    """What a run did: samples labelled now, skipped as already done, in its shard, in total."""
+    """What a run did: samples labelled now, skipped as already done, in its shard; masks (objects
+    with a non-empty mask) written; frames labelled (videos); wall time in seconds."""
 
     processed: int
     skipped: int
     in_shard: int
     shard: int = 0
     num_shards: int = 1
+    masks: int = 0
+    frames: int = 0
+    seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, int]:
-        return {"processed": self.processed, "skipped": self.skipped, "in_shard": self.in_shard,
-                "shard": self.shard, "num_shards": self.num_shards}
+    @property
+    def per_second(self) -> float:
+        """Samples (images or videos) labelled per second."""
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        d["per_second"] = round(self.per_second, 3)
+        return d
 
 
 def check_shard(shard: Any, num_shards: Any) -> tuple[int, int]:
@@ -78,6 +92,23 @@ def _batches(ids: Sequence[str], size: int):
         yield list(ids[i:i + size])
 
 
+def run_steps(steps: Steps, progress: Progress | None = None) -> RunSummary:
+    """Run a ``iter_label_*`` generator to its end, telling ``progress(done, total)`` each step."""
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        report(progress, done, total)
+
+
+def _output_kinds(model: Any, label_field: str) -> dict[str, str]:
+    out = getattr(getattr(model, "config", None), "output", "detections")
+    if out == "both":
+        return {f"{label_field}_detections": "Detections", f"{label_field}_segmentation": "Segmentation"}
+    return {label_field: "Segmentation" if out == "segmentation" else "Detections"}
+
+
 def label_images(collection: Any, model: EdgeTamImageModel, label_field: str, prompt_field: str | None = None,
                  output_dir: str | None = None, skip_existing: bool = True, batch_size: int = 1, shard: int = 0,
                  num_shards: int = 1, progress: Progress | None = None) -> RunSummary:
@@ -85,18 +116,33 @@ def label_images(collection: Any, model: EdgeTamImageModel, label_field: str, pr
 
     prompt_field: Detections/Keypoints field of prompts (mode "prompted"; default: the model's).
     batch_size: images encoded per ``set_images`` call; results are still saved per sample.
+    Everything is validated before the first sample is read (an existing ``label_field`` must
+    hold what the model writes). Returns a RunSummary.
     """
+    return run_steps(iter_label_images(collection, model, label_field, prompt_field, output_dir, skip_existing,
+                                       batch_size, shard, num_shards), progress)
+
+
+def iter_label_images(collection: Any, model: EdgeTamImageModel, label_field: str, prompt_field: str | None = None,
+                      output_dir: str | None = None, skip_existing: bool = True, batch_size: int = 1,
+                      shard: int = 0, num_shards: int = 1) -> Steps:
+    """``label_images`` as a generator: yields (done, total) after each saved sample and returns the
+    RunSummary (``summary = yield from iter_label_images(...)``)."""
     import fiftyone.utils.image as foui
 
+    t0 = time.perf_counter()
     check_label_field(collection, label_field, video=False)
+    kinds = _output_kinds(model, label_field)
+    for name, kind in kinds.items():
+        check_output_field(collection, name, kind)
     if prompt_field is not None:
         model.needs_fields = {"prompt_field": prompt_field}
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     ids = shard_ids(collection, shard, num_shards)
     todo = _pending_images(collection, ids, label_field) if skip_existing else ids
-    done = 0
-    report(progress, 0, len(todo))
+    done = masks = 0
+    yield 0, len(todo)
     for chunk in _batches(todo, max(batch_size, READ_CHUNK)):  # one read query per chunk
         views = list(collection.select(chunk, ordered=True))  # prompts as the target view shows them
         writable = list(collection._dataset.select(chunk, ordered=True))  # all fields, saved whole
@@ -111,9 +157,19 @@ def label_images(collection: Any, model: EdgeTamImageModel, label_field: str, pr
                         write_masks(dets.detections, Path(output_dir) / sample.id, "mask")
                 _store(sample, label_field, label)
                 sample.save()  # each sample as soon as it is done: a killed run loses at most this one
+                masks += _count(label)
                 done += 1
-                report(progress, done, len(todo))
-    return RunSummary(done, len(ids) - len(todo), len(ids), shard, num_shards)
+                yield done, len(todo)
+    if done:
+        for name in kinds:
+            mark_ours(collection, name, "label_images")
+    return RunSummary(done, len(ids) - len(todo), len(ids), shard, num_shards, masks=masks,
+                      seconds=time.perf_counter() - t0)
+
+
+def _count(label: Any) -> int:
+    dets = label.get("detections") if isinstance(label, dict) else label
+    return len(getattr(dets, "detections", None) or []) if dets is not None else 0
 
 
 def _store(sample: Any, label_field: str, label: Any) -> None:
@@ -140,9 +196,19 @@ def label_videos(collection: Any, model: EdgeTamVideoModel, label_field: str, pr
     """Track the prompted objects of each video of ``collection`` (its shard) into
     ``frames.<label_field>``; frames are saved every ``chunk`` frames, each video is done once
     all its frames are written."""
+    return run_steps(iter_label_videos(collection, model, label_field, prompt_field, output_dir, skip_existing,
+                                       shard, num_shards, chunk), progress)
+
+
+def iter_label_videos(collection: Any, model: EdgeTamVideoModel, label_field: str, prompt_field: str | None = None,
+                      output_dir: str | None = None, skip_existing: bool = True, shard: int = 0,
+                      num_shards: int = 1, chunk: int = 32) -> Steps:
+    """``label_videos`` as a generator: yields (videos done, total) and returns the RunSummary."""
     from ..io.sources import open_source
 
+    t0 = time.perf_counter()
     check_label_field(collection, label_field, video=True)
+    check_output_field(collection, label_field, "Detections", video=True)
     if prompt_field is not None:
         model.needs_fields = {"prompt_field": prompt_field}
     prompt_field = strip_frames(model.prompt_field)
@@ -155,7 +221,8 @@ def label_videos(collection: Any, model: EdgeTamVideoModel, label_field: str, pr
             if n_done and n_done >= len(open_source(collection[sid].filepath)):
                 continue
         todo.append(sid)
-    report(progress, 0, len(todo))
+    yield 0, len(todo)
+    masks = frames = 0
     for k, sid in enumerate(todo):
         sample = collection.select_fields(f"frames.{prompt_field}").select(sid).first() \
             if collection.has_frame_field(prompt_field) else collection[sid]
@@ -165,13 +232,18 @@ def label_videos(collection: Any, model: EdgeTamVideoModel, label_field: str, pr
             if output_dir is not None:
                 write_masks(dets.detections, Path(output_dir) / sid, f"{number:06d}")
             full.frames[number][label_field] = dets
+            masks += len(dets.detections)
+            frames += 1
             pending += 1
             if pending >= chunk:
                 full.save()
                 pending = 0
         full.save()
-        report(progress, k + 1, len(todo))
-    return RunSummary(len(todo), len(ids) - len(todo), len(ids), shard, num_shards)
+        yield k + 1, len(todo)
+    if todo:
+        mark_ours(collection, f"frames.{label_field}", "label_videos")
+    return RunSummary(len(todo), len(ids) - len(todo), len(ids), shard, num_shards, masks=masks, frames=frames,
+                      seconds=time.perf_counter() - t0)
 
 
 def report(progress: Progress | None, done: int, total: int) -> None:

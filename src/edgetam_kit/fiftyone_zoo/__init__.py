@@ -1,12 +1,14 @@
 """FiftyOne model zoo source for edgetam-kit (``manifest.json`` next to this file).
 
 FiftyOne finds a zoo source when its folder sits under ``fo.config.model_zoo_dir``
-(``FIFTYONE_MODEL_ZOO_DIR``); make one there once::
+(``FIFTYONE_MODEL_ZOO_DIR``); make one there once, in one command (offline with a local
+checkpoint: nothing is downloaded, the models point at it)::
 
-    import edgetam_kit.fiftyone_zoo as z
-    z.install()   # <model_zoo_dir>/edgetam-kit/ with links to manifest.json and __init__.py
-    model = foz.load_zoo_model("edgetam-kit-image-torch")            # prompted images
-    model = foz.load_zoo_model("edgetam-kit-video-torch")            # video tracking
+    python -m edgetam_kit.fiftyone_zoo install [--checkpoint /models/edgetam.pt]
+
+or from Python ``edgetam_kit.fiftyone_zoo.install(checkpoint=...)``; then
+``foz.load_zoo_model("edgetam-kit-image-torch")`` (prompted or automatic masks) and
+``foz.load_zoo_model("edgetam-kit-video-torch")`` (tracking).
 
 "Downloading" writes the weights as an HF folder (``ek.save_model``) into that folder's
 ``edgetam-kit-image-weights/`` or ``edgetam-kit-video-weights/`` (never into the package), from ``EDGETAM_KIT_ZOO_CHECKPOINT`` (a name, path or hub id; default
@@ -26,9 +28,15 @@ HERE = Path(__file__).resolve().parent
 FILES = ("manifest.json", "__init__.py")
 
 
-def install(model_zoo_dir: str | None = None, name: str = "edgetam-kit") -> Path:
+MODEL_FILES = ("edgetam-kit-image.json", "edgetam-kit-video.json")  # the manifest's base_filename values
+
+
+def install(model_zoo_dir: str | None = None, name: str = "edgetam-kit",
+            checkpoint: str | os.PathLike | None = None) -> Path:
     """Create ``<model_zoo_dir>/<name>/`` (default: FiftyOne's zoo folder) holding symlinks to
-    this source's files; weights are later written beside them. Returns the folder."""
+    this source's files. With ``checkpoint`` (a local path, name or hub id), both zoo models
+    point at it at once (nothing is downloaded: works offline); without, the first
+    ``load_zoo_model`` "downloads" ``EDGETAM_KIT_ZOO_CHECKPOINT`` (default ``edgetam``). Returns the folder."""
     if model_zoo_dir is None:
         import fiftyone as fo
 
@@ -42,6 +50,13 @@ def install(model_zoo_dir: str | None = None, name: str = "edgetam-kit") -> Path
                 raise FileExistsError(f"{link} exists and is not a link to {HERE / fname}; remove it or pass name=")
             continue
         link.symlink_to(HERE / fname)
+    if checkpoint is not None:
+        local = Path(checkpoint).expanduser()
+        if not local.exists() and str(checkpoint).startswith((".", "/", "~")):
+            raise FileNotFoundError(f"checkpoint: {checkpoint} does not exist")
+        target = str(local.resolve()) if local.exists() else str(checkpoint)
+        for fname in MODEL_FILES:
+            write_pointer(folder / fname, target)
     return folder
 
 
