@@ -20,9 +20,9 @@ from edgetam_kit.io.sources import (
     FrameSource,
     ImageFolderSource,
     TiffStackSource,
-    VideoSource,
     open_source,
 )
+from edgetam_kit.io.video_source import VideoSource
 from edgetam_kit.testing.synthetic import SyntheticSource
 
 T, H, W = 12, 48, 64

@@ -24,14 +24,14 @@ def edgetam_kit_checkpoints() -> list[CheckpointSpec]:
 
 @hookimpl
 def edgetam_kit_frame_sources() -> list[FrameSourceOpener]:
-    from ..io import sources  # numpy only at import; av / tifffile / skimage load when a file is opened
+    from ..io import sources, video_source  # numpy only at import; av / tifffile / skimage load when a file is opened
 
     low = sources.BUILTIN_PRIORITY  # any plugin at the default priority 0 is tried before these
     return [
         FrameSourceOpener("array", sources.is_array_like, sources.ArraySource, low),
         FrameSourceOpener("image-folder", sources.is_image_folder, sources.ImageFolderSource, low),
         FrameSourceOpener("tiff-stack", sources.is_tiff_path, sources.TiffStackSource, low),
-        FrameSourceOpener("video", sources.is_video_path, sources.VideoSource, low),
+        FrameSourceOpener("video", sources.is_video_path, video_source.VideoSource, low),
     ]
 
 
