@@ -55,6 +55,8 @@ def _report_auto(done: int, total: int) -> None:
         bar = _auto.bar = make_bar(total)
     bar.update(done - bar.n)
     if done >= total:
+        if hasattr(bar, "refresh"):
+            bar.refresh()  # the last steps may come faster than the bar's redraw interval
         bar.close()
         _auto.bar = None
 

@@ -51,7 +51,7 @@ def encode_batches(runtime: Runtime, images: Iterable[Any], batch_size: int,
     prepare(index, image) -> Prepared (validation, normalisation, cache lookup; runs in a helper
     thread one batch ahead); store(prepared, features): called for each newly encoded image (the
     cache). The network runs once per batch of up to ``batch_size`` cache misses. progress is told
-    after each batch (done, total: total may be None for an iterable of unknown length); cancel is
+    after each image (done, total: total may be None for an iterable of unknown length); cancel is
     checked before each batch (``Cancelled``: the images yielded so far stand)."""
     model = runtime.model
     it = iter(enumerate(images))
@@ -82,8 +82,8 @@ def encode_batches(runtime: Runtime, images: Iterable[Any], batch_size: int,
                     encoded[p.index] = one
             for p in batch:
                 yield p, (p.cached if p.cached is not None else encoded[p.index])
-            done += len(batch)
-            report(progress, done, total if total is not None else done)
+                done += 1  # told per image (a tqdm-like is updated by one per call)
+                report(progress, done, total if total is not None else done)
 
 
 def prepare_image(index: int, image: Any, channels: Any, percentiles: tuple[float, float], name: str,
