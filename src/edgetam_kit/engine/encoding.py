@@ -84,6 +84,8 @@ def encode_batches(runtime: Runtime, images: Iterable[Any], batch_size: int,
                 yield p, (p.cached if p.cached is not None else encoded[p.index])
                 done += 1  # told per image (a tqdm-like is updated by one per call)
                 report(progress, done, total if total is not None else done)
+                if total != done and is_cancelled(cancel):
+                    raise Cancelled(f"encoding cancelled after {done} images")
 
 
 def prepare_image(index: int, image: Any, channels: Any, percentiles: tuple[float, float], name: str,
