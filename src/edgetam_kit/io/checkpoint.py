@@ -314,9 +314,8 @@ def load_model(
     """Load EdgeTAM weights from an HF folder, hub id, ``edgetam.pt`` or checkpoint name.
 
     config: only for the original ``.pt`` layout, which stores no config (default preset
-    ``edgetam``); HF folders carry their own. backend / precision: the runtime (``ek.optimize``; "none":
-    the plain modules; None: "onnx" for an ``ek.export_onnx`` folder, else "eager"). Returns it in eval mode.
-    """
+    ``edgetam``); HF folders carry their own. backend / precision: the runtime (``ek.optimize``; None:
+    "onnx" for an ``ek.export_onnx`` folder, else "eager"; "none": the plain modules). Eval mode."""
     from ..runtime.backends import _parse_precision
 
     _parse_precision(precision)  # checked before any file is read

@@ -109,8 +109,10 @@ def _export_one(wrapper: torch.nn.Module, args: tuple, path: Path, names: list, 
                 torch.onnx.export(wrapper, args, str(path), dynamo=True, input_names=names, output_names=outputs,
                                   dynamic_shapes=shapes, opset_version=opset, external_data=False, verbose=False)
             return "dynamo"
-        except Exception:  # noqa: BLE001 - any exporter failure: try the TorchScript exporter
+        except Exception as exc:  # noqa: BLE001 - any exporter failure: try the TorchScript exporter
             path.unlink(missing_ok=True)
+            warnings.warn(f"the dynamo exporter failed on {path.stem} ({type(exc).__name__}: {str(exc)[:300]}); "
+                          "using the TorchScript exporter", RuntimeWarning, stacklevel=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, args, str(path), dynamo=False, input_names=names, output_names=outputs,
