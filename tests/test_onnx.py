@@ -185,3 +185,30 @@ def test_click_with_onnxruntime_and_numpy_only(tiny, tmp_path) -> None:
     assert int(r.stdout.split()[1]) == ref.best
     mask = np.load(tmp_path / "img.npy.mask.npy")
     assert 0 < mask.mean() < 1 and iou(mask, ref.masks[ref.best]) >= 0.999
+
+
+def test_automask_on_onnx_matches_torch(tiny) -> None:
+    ckpt, out = tiny
+    opts = dict(points_per_side=4, points_per_batch=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    img = sample_image()
+    ref = ek.AutoMaskGenerator(ek.load_model(ckpt), **opts).generate(img)
+    got = ek.AutoMaskGenerator(ek.load_model(out), **opts).generate(img)
+    assert len(ref) == len(got) > 0
+    for a, b in zip(ref, got):
+        assert iou(a["segmentation"], b["segmentation"]) >= 0.999
+        assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-4
+
+
+@pytest.mark.real_shape
+def test_image_parity_real_shape(tmp_path) -> None:
+    model = ek.build_random_model("edgetam", seed=1, video=False)
+    ek.save_model(model, tmp_path / "ckpt")
+    out = ek.export_onnx(model, tmp_path / "onnx")
+    pt, po = ek.ImagePredictor(ek.load_model(tmp_path / "ckpt")), ek.ImagePredictor(ek.load_model(out))
+    img = sample_image(1024)
+    pt.set_image(img)
+    po.set_image(img)
+    for kind in ("point", "two points, single mask", "box"):
+        prompt = {k: (tuple(np.asarray(v) * 4) if k == "box" else [tuple(np.asarray(p) * 4) for p in v])
+                  if k in ("points", "box") else v for k, v in PROMPTS[kind].items()}
+        _same(pt.predict(**prompt), po.predict(**prompt), f"real shape, {kind}")
