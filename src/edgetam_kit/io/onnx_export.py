@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import inspect
 import json
 import os
 import shutil
@@ -97,7 +98,7 @@ def _export_one(wrapper: torch.nn.Module, args: tuple, path: Path, names: list, 
 
         made: dict[str, Any] = {}
         shapes = {}
-        params = list(__import__("inspect").signature(wrapper.forward).parameters)
+        params = list(inspect.signature(wrapper.forward).parameters)
         for arg_name, name in zip(params, names):
             axes = dims.get(name)
             shapes[arg_name] = None if axes is None else {

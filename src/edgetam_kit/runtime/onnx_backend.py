@@ -21,6 +21,7 @@ import torch
 from ..modeling.edgetam import DecoderOutput, EdgeTam, ImageFeatures
 from .onnx_manifest import OnnxManifest, is_onnx_folder, read_manifest
 from .runtime import Runtime
+from .weights import weights_digest
 
 PRECISIONS = {"fp32": None, "float32": None, "int8": "int8", "fp16": "fp16", "float16": "fp16"}
 
@@ -187,6 +188,8 @@ def build_runtime(model: EdgeTam, folder: str | Path, precision: str = "fp32",
     enc = session("image_encoder")
     rt = Runtime("onnx" if variant is None else f"onnx-{variant}", encoder=OnnxEncoder(enc, model))
     rt.decode_fn = OnnxDecoder(session("mask_decoder"), model)
+    if variant is not None:  # int8/fp16 features differ from fp32 ones: their own embedding-cache entries
+        rt._digest = f"{weights_digest(model)}-onnx-{variant}"
     rt.notes += [f"onnxruntime {enc.providers[0]} ({threads} threads), graphs from {manifest.folder}",
                  f"precision {precision}: " + ", ".join(f"{p}: {manifest.path(p, variant).name}"
                                                          for p in manifest.data["files"])]
