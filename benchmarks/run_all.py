@@ -13,7 +13,9 @@ Rows (targets from issue 5 in brackets):
 - the same with the opt-in bf16 autocast [>= 2.5x faster than the original; IoU >= 0.98 vs fp32];
 - tracking three objects [well under 3x one object];
 - automatic masks, points_per_side 32 (encode included) [>= 3x faster than the original];
-- optionally (--compiled) the encode with backend="compiled" (torch.compile).
+- optionally (--compiled) the encode with backend="compiled" (torch.compile);
+- optionally (--onnx) export time, then encode, click and tracked frame on onnxruntime fp32 and int8
+  beside eager, with their masks' IoU (benchmarks/onnx_runtime.py).
 Ratios are peer time / our time (> 1: we are faster). Medians; the machine facts are printed
 with the table. Time a quiet machine: other load distorts every figure.
 """
@@ -262,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="sections to leave out")
     ap.add_argument("--compiled", action="store_true", help="also time backend='compiled' (slow first call)")
     ap.add_argument("--markdown", help="rewrite the table between the run_all markers in this file")
+    ap.add_argument("--onnx", action="store_true", help="also export and time onnxruntime (benchmarks/onnx_runtime.py)")
     ap.add_argument("--preset", default="edgetam", help="network shape: edgetam (the real one) or tiny (smoke test)")
     args = ap.parse_args(argv)
     set_threads(args.threads)
@@ -294,6 +297,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         write_markdown(args.markdown, table)
         print(f"\ntable written to {args.markdown}")
+    if args.onnx:
+        import onnx_runtime
+
+        lines, facts = onnx_runtime.bench(args.preset, repeats, n_frames, fp16=False)
+        print("\nonnxruntime (CPU) beside eager:\n" + "\n".join(lines) + f"\nexport {facts['export_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "Backend": ".runtime", "Runtime": ".runtime", "backends": ".runtime", "optimize": ".runtime",
     "CheckpointError": ".io.checkpoint", "load_model": ".io.checkpoint", "save_model": ".io.checkpoint",
     "EmbeddingCache": ".io.cache",
+    "export_onnx": ".io.onnx_export",
     "MaskSet": ".io.export", "export_masks": ".io.export",
     "FrameSource": ".io.sources", "open_source": ".io.sources",
     "ImagePredictor": ".engine.predictor", "Prediction": ".engine.prediction",

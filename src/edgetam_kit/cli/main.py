@@ -16,6 +16,7 @@ from .auto import add_auto_parsers
 from .bench import add_bench_parser
 from .common import PROG, sub
 from .demo import add_demo_parser
+from .export import add_export_parser
 from .info import add_info_parsers
 from .segment import add_segment_parser
 from .track import add_track_parser
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_track_parser(subs, sub, configs)
     add_auto_parsers(subs, sub, configs)
     add_bench_parser(subs, configs)
+    add_export_parser(subs, configs)
     return parser
 
 

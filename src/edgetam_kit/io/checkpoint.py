@@ -202,20 +202,19 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     config: EdgeTamConfig | str | None = None,
-    backend: str = "eager",
+    backend: str | None = None,
     precision: str = "fp32",
 ) -> EdgeTam:
     """Load EdgeTAM weights from an HF folder, hub id, ``edgetam.pt`` or checkpoint name.
 
     config: only for the original ``.pt`` layout, which stores no config (default preset
-    ``edgetam``); HF folders carry their own. backend / precision: the inference runtime
-    (``ek.optimize``; ``backend="none"`` runs the plain modules). Returns the model in eval mode.
-    """
+    ``edgetam``); HF folders carry their own. backend / precision: the runtime (``ek.optimize``; None:
+    "onnx" for an ``ek.export_onnx`` folder, else "eager"; "none": the plain modules). Eval mode."""
     from ..runtime.backends import _parse_precision
 
     _parse_precision(precision)  # checked before any file is read
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a backend name (str), got {type(backend).__name__}")
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be a backend name (str) or None, got {type(backend).__name__}")
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path, hub id or checkpoint name (str), got {type(source).__name__}")
     if isinstance(config, str):
@@ -257,8 +256,9 @@ def load_model(
     model.eval()
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
     from ..runtime.backends import optimize
+    from ..runtime.onnx_backend import adopt_export  # an ek.export_onnx folder runs on "onnx" by default
 
-    return optimize(model, backend=backend, precision=precision)
+    return optimize(model, backend=adopt_export(model, path, backend), precision=precision)
 
 
 def _check_same_config(given: EdgeTamConfig, found: EdgeTamConfig, path: Path) -> None:

@@ -49,6 +49,7 @@ def edgetam_kit_exporters() -> list[Exporter]:
 
 @hookimpl
 def edgetam_kit_backends() -> list:
+    from ..io.onnx_export import ONNX, ONNX_INT8  # onnx/onnxruntime load when a model is prepared
     from ..runtime.backends import COMPILED, EAGER
 
-    return [EAGER, COMPILED]
+    return [EAGER, COMPILED, ONNX, ONNX_INT8]

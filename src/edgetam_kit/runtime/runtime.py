@@ -36,6 +36,9 @@ class Runtime:
     memory_attention: a replacement for ``model.memory_attention`` (same arguments, plus an
     optional ``prefix=``); prefix: ``(current, current_pos) -> FramePrefix`` shared by the objects
     of a frame. autocast: None (the model's dtype) or the dtype of ``torch.autocast``.
+    decode_fn: replaces ``EdgeTam.decode`` (same arguments and result) when there is no ``decoder``;
+    memory_encoder: replaces ``EdgeTam.encode_memory`` (same arguments and result); both for
+    runtimes that run whole exported graphs (the onnx backend).
     Fields left None run the plain modules. ``model`` and ``stamp`` are set by ``optimize``.
     """
 
@@ -47,6 +50,8 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
     decoder: FastMaskDecoder | None = None
     prefix: Callable[[torch.Tensor, torch.Tensor], FramePrefix] | None = None
+    decode_fn: Callable[..., DecoderOutput] | None = None
+    memory_encoder: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
     model: EdgeTam | None = field(default=None, repr=False)
     stamp: WeightsStamp | None = field(default=None, repr=False)
     _digest: str | None = field(default=None, repr=False)
@@ -116,7 +121,8 @@ class Runtime:
             cast = lambda t: None if t is None else t.to(m.dtype)  # noqa: E731
             coords, mask_logits = cast(coords), cast(mask_logits)
             if self.decoder is None:
-                out = m.decode(features.to(m.dtype), coords, labels, mask_logits, multimask, best_only)
+                out = (self.decode_fn or m.decode)(features.to(m.dtype), coords, labels, mask_logits, multimask,
+                                                   best_only)
                 if min_iou is None or not multimask:
                     return out
                 rows = (out.iou.amax(-1) > min_iou).nonzero().squeeze(1)
@@ -171,7 +177,10 @@ class Runtime:
 
     def encode_memory(self, raw: torch.Tensor, high_res_logits: torch.Tensor, binarize: bool,
                       object_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``EdgeTam.encode_memory`` (the plain modules)."""
+        """``EdgeTam.encode_memory`` (the plain modules, or the runtime's ``memory_encoder``)."""
+        if self.memory_encoder is not None:
+            self._model._require_video()
+            return self.memory_encoder(raw, high_res_logits, binarize, object_score)
         return self._model.encode_memory(raw, high_res_logits, binarize, object_score)
 
     @contextlib.contextmanager
