@@ -332,3 +332,74 @@ def test_iou_prefilter_makes_only_the_masks_that_pass(tiny_refs, amg_images) -> 
     assert torch.equal(part.iou, full.iou)
     gen = AutoMaskGenerator(model, **dict(SETTINGS, points_per_side=6, pred_iou_thresh=1.0))
     assert gen.generate(amg_images["square"]) == []
+
+
+# ----------------------------------------------------------------------------- stays on the device
+class _Watched(torch.Tensor):
+    """A tensor that records every copy to the host (cpu/numpy/tolist/item/bool/to('cpu')) and the
+    Python functions on the stack at that moment; results of operations on it stay _Watched."""
+
+    copies: list[tuple[str, set[str]]] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        to_host = name in ("cpu", "numpy", "tolist", "item", "__bool__", "__index__", "__int__", "__float__") or (
+            name == "to" and "cpu" in repr(args[1:]) + repr(kwargs))
+        if to_host:
+            import sys
+
+            frame, stack = sys._getframe(1), set()
+            while frame is not None:
+                stack.add(frame.f_code.co_name)
+                frame = frame.f_back
+            cls.copies.append((name, stack))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_automask_keeps_tensors_on_the_device_until_the_final_masks(tiny_refs, amg_images, monkeypatch) -> None:
+    """Issue 19: logits, upscaled masks, stability, boxes and the filters never leave the model's
+    device; the only copies to the host are the final masks (as run lengths) and their scores, in
+    _records_on_host. Checked with a tensor type that records host copies (CPU here, the same code
+    on a GPU); the result is unchanged."""
+    from edgetam_kit.runtime.runtime import Runtime
+
+    model = ek.load_model(tiny_refs.hf_folder)
+    gen = AutoMaskGenerator(model, **SETTINGS)
+    want = gen.generate(amg_images["wide"])
+    decode = Runtime.decode
+
+    def watched_decode(self, *args, **kwargs):
+        out = decode(self, *args, **kwargs)
+        out.low_res_logits = out.low_res_logits.as_subclass(_Watched)
+        out.iou = out.iou.as_subclass(_Watched)
+        return out
+
+    monkeypatch.setattr(Runtime, "decode", watched_decode)
+    _Watched.copies.clear()
+    got = gen.generate(amg_images["wide"])
+    assert _Watched.copies, "the watched tensors were not used"
+    # Copies made inside the per-batch pipeline (decode -> filters) other than the final one. The
+    # records' boxes and scores are host tensors afterwards (still of the watched type), so later
+    # host work on them (NMS, annotations) is not a device copy and is not counted.
+    core = {"_filter_batch", "_process_region", "decode", "decode_chunk"}
+    strays = [(name, sorted(stack & core)) for name, stack in _Watched.copies
+              if stack & core and "_records_on_host" not in stack]
+    assert any("_records_on_host" in stack for _, stack in _Watched.copies)
+    assert not strays, f"host copies before the final masks: {strays[:5]}"
+    assert len(got) == len(want) and all(np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rles_encoded_on_the_device_equal_pycocotools(seed) -> None:
+    from edgetam_kit.engine.masks import encode_rles, encode_rles_on_device
+
+    rng = np.random.default_rng(seed)
+    masks = rng.random((5, 23, 17)) > 0.6
+    masks[1] = False
+    masks[2] = True
+    masks[3, :, :] = False
+    masks[3, 0, 0] = True
+    masks[4, -1, -1] = True
+    assert encode_rles_on_device(torch.from_numpy(masks)) == encode_rles(masks)
+    assert encode_rles_on_device(torch.zeros(0, 4, 4, dtype=torch.bool)) == []

@@ -40,7 +40,7 @@ import torch
 from ..modeling import EdgeTam, ImageFeatures
 from ..progress import Cancelled, is_cancelled, report
 from ..transforms import _as_array, to_unit_rgb, upscale_logits
-from .masks import (MaskRecords, annotations, crop_boxes, encode_rles, masks_to_boxes, near_crop_edge, point_grid,
+from .masks import (MaskRecords, annotations, crop_boxes, encode_rles, encode_rles_on_device, masks_to_boxes, near_crop_edge, point_grid,
                     remove_small_regions, stability_score)
 from .predictor import ImagePredictor
 
@@ -281,7 +281,7 @@ class AutoMaskGenerator:
             with runtime.inference():  # one image for all n prompts: the context's rows are shared
                 out = runtime.decode(features, coords, labels, None, multimask, context=context, min_iou=min_iou)
             rows = np.arange(n) if out.rows is None else out.rows.cpu().numpy()
-            return out.low_res_logits.float().cpu(), out.iou[rows].float().cpu(), rows
+            return out.low_res_logits.float(), out.iou[rows].float(), rows  # on the model's device
 
         chunk = _CPU_DECODE_CHUNK if model.device.type == "cpu" else None
 
@@ -309,41 +309,36 @@ class AutoMaskGenerator:
 
     def _filter_batch(self, logits: torch.Tensor, iou: torch.Tensor, points: np.ndarray, box: Sequence[int],
                       crop: Sequence[int], image_box: Sequence[int]) -> MaskRecords:
+        """Low-res logits (R, K, h, w) and IoU (R, K) of R points -> the records that pass the
+        filters. Upscaling, stability, boxes and the edge filter run on the logits' device;
+        only the surviving masks (as run lengths), their boxes and scores come to the host."""
         x0, y0, x1, y1 = (int(v) for v in box)
         region_hw = (y1 - y0, x1 - x0)
+        device = logits.device
         k = logits.shape[1]
         logits = logits.flatten(0, 1)
         iou = iou.flatten(0, 1)
-        pts = np.repeat(np.asarray(points, np.float32), k, axis=0)
+        pts = torch.as_tensor(np.asarray(points, np.float32), device=device).repeat_interleave(k, 0)
         if self.config.pred_iou_thresh > 0.0:
             keep = iou > self.config.pred_iou_thresh
-            logits, iou, pts = logits[keep], iou[keep], pts[keep.numpy()]
+            logits, iou, pts = logits[keep], iou[keep], pts[keep]
+        if len(logits) == 0:
+            return MaskRecords()
         masks, stab = [], []
         for s in range(0, len(logits), _UPSCALE_CHUNK):
             chunk = logits[s:s + _UPSCALE_CHUNK]
             up = chunk if tuple(chunk.shape[-2:]) == region_hw else upscale_logits(chunk[:, None], region_hw)[:, 0]
             stab.append(stability_score(up, self.config.mask_threshold, self.config.stability_score_offset))
             masks.append(up > self.config.mask_threshold)
-        if not masks:
-            return MaskRecords()
         m = torch.cat(masks)
         st = torch.cat(stab)
         if self.config.stability_score_thresh > 0.0:
             keep = st >= self.config.stability_score_thresh
-            m, st, iou, pts = m[keep], st[keep], iou[keep], pts[keep.numpy()]
-        boxes = masks_to_boxes(m) + torch.tensor([[x0, y0, x0, y0]])
+            m, st, iou, pts = m[keep], st[keep], iou[keep], pts[keep]
+        boxes = masks_to_boxes(m) + torch.tensor([[x0, y0, x0, y0]], device=device)
         keep = ~near_crop_edge(boxes, crop, image_box)
-        if not bool(keep.all()):
-            m, st, iou, pts, boxes = m[keep], st[keep], iou[keep], pts[keep.numpy()], boxes[keep]
-        n = len(m)
-        return MaskRecords(
-            rles=encode_rles(m.numpy()),
-            regions=np.tile(np.array([[x0, y0, x1, y1]], np.int64), (n, 1)),
-            boxes=boxes, iou=iou, stability=st,
-            points=pts + np.array([[x0, y0]], np.float32),
-            crop_boxes=np.tile(np.array([list(crop)], np.int64), (n, 1)),
-            cut=np.zeros(n, bool), tile=np.zeros(n, np.int64),
-        )
+        m, st, iou, pts, boxes = m[keep], st[keep], iou[keep], pts[keep], boxes[keep]
+        return _records_on_host(m, boxes, iou, st, pts + torch.tensor([[x0, y0]], device=device), box, crop)
 
     def _remove_small_regions(self, records: MaskRecords, hw: tuple[int, int]) -> MaskRecords:
         """Fill small holes, drop small islands, then NMS preferring unchanged masks."""
@@ -368,6 +363,22 @@ class AutoMaskGenerator:
         records = MaskRecords(new_rles, records.regions, torch.stack(new_boxes), records.iou, records.stability,
                               records.points, records.crop_boxes, records.cut, records.tile)
         return records.nms(torch.tensor(scores), max(self.config.box_nms_thresh, self.config.crop_nms_thresh))
+
+
+def _records_on_host(masks: torch.Tensor, boxes: torch.Tensor, iou: torch.Tensor, stability: torch.Tensor,
+                     points: torch.Tensor, region: Sequence[int], crop: Sequence[int]) -> MaskRecords:
+    """The final masks of one batch (N, H, W) bool and their boxes / scores / points (image
+    pixels) -> host MaskRecords; masks leave the device as run lengths (encode_rles_on_device)."""
+    n = len(masks)
+    rles = encode_rles(masks.numpy()) if masks.device.type == "cpu" else encode_rles_on_device(masks)
+    return MaskRecords(
+        rles=rles,
+        regions=np.tile(np.array([list(region)], np.int64), (n, 1)),
+        boxes=boxes.cpu(), iou=iou.cpu(), stability=stability.cpu(),
+        points=points.cpu().numpy(),
+        crop_boxes=np.tile(np.array([list(crop)], np.int64), (n, 1)),
+        cut=np.zeros(n, bool), tile=np.zeros(n, np.int64),
+    )
 
 
 class _Counter:

@@ -71,8 +71,8 @@ def near_crop_edge(boxes: torch.Tensor, crop: Sequence[float], image: Sequence[f
     """(N,) True where a box (image frame) is within ``atol`` of a side of ``crop`` that is
     not also a side of ``image``."""
     b = boxes.float()
-    c = torch.as_tensor(crop, dtype=torch.float32)[None]
-    i = torch.as_tensor(image, dtype=torch.float32)[None]
+    c = torch.as_tensor(crop, dtype=torch.float32, device=b.device)[None]
+    i = torch.as_tensor(image, dtype=torch.float32, device=b.device)[None]
     near_crop = torch.isclose(b, c, atol=atol, rtol=0)
     near_image = torch.isclose(b, i, atol=atol, rtol=0)
     return (near_crop & ~near_image).any(1)
@@ -85,6 +85,28 @@ def encode_rles(masks: np.ndarray) -> list[dict[str, Any]]:
     if len(masks) == 0:
         return []
     return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+
+
+def encode_rles_on_device(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """(N, H, W) bool on any device -> the same RLEs as ``encode_rles``; only the positions
+    where a mask changes value (column-major) are copied to the host, not the masks."""
+    from pycocotools import mask as mask_utils
+
+    n, h, w = masks.shape
+    if n == 0:
+        return []
+    flat = masks.transpose(1, 2).reshape(n, h * w)
+    change = (flat[:, 1:] != flat[:, :-1]).nonzero().cpu().numpy()  # (K, 2): mask, position
+    first = flat[:, 0].cpu().numpy()
+    splits = np.searchsorted(change[:, 0], np.arange(1, n))
+    rles = []
+    for i, pos in enumerate(np.split(change[:, 1], splits)):
+        bounds = np.concatenate([[0], pos + 1, [h * w]])
+        counts = np.diff(bounds).tolist()
+        if first[i]:  # RLE counts start with a run of zeros
+            counts = [0] + counts
+        rles.append({"size": [h, w], "counts": counts})
+    return mask_utils.frPyObjects(rles, h, w)
 
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
