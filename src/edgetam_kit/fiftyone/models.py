@@ -189,14 +189,15 @@ class EdgeTamImageModel(_EdgeTamFiftyOneModel):
     # --- engine calls (used by the operators too)
     def segment_prompted(self, images: Sequence[np.ndarray], prompts: Sequence[Sequence[ObjectPrompt]]
                          ) -> list[list[Segment]]:
-        """Masks for each image's prompts, in prompt order; all images encoded in one set_images call.
+        """Masks for each image's prompts, in prompt order; the images with prompts are encoded in
+        one network call (FiftyOne's ``batch_size`` is the device batch).
         A single click takes the best of 3 candidates (predicted IoU); boxes/several points give one."""
         out: list[list[Segment | None]] = [[None] * len(p) for p in prompts]
         todo = [(i, j) for i, ps in enumerate(prompts) for j in range(len(ps))]
         if not todo:
             return [[] for _ in prompts]
         used = sorted({i for i, _ in todo})
-        self.predictor.set_images([images[i] for i in used])
+        self.predictor.set_images([images[i] for i in used], batch_size=len(used))  # FiftyOne's batch: one call
         slot = {i: k for k, i in enumerate(used)}
         for multimask in (True, False):
             group = [(i, j) for i, j in todo if prompts[i][j].single_click == multimask]

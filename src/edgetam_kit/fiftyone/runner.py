@@ -15,6 +15,7 @@ one target never touch the same sample.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from .models import EdgeTamImageModel, EdgeTamVideoModel, strip_frames
 Progress = Callable[[int, int], None]
 Steps = Generator[tuple[int, int], None, "RunSummary"]  # yields (done, total), returns the summary
 READ_CHUNK = 16  # samples fetched per database query (labels are still saved one sample at a time)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -163,8 +165,11 @@ def iter_label_images(collection: Any, model: EdgeTamImageModel, label_field: st
     if done:
         for name in kinds:
             mark_ours(collection, name, "label_images")
-    return RunSummary(done, len(ids) - len(todo), len(ids), shard, num_shards, masks=masks,
-                      seconds=time.perf_counter() - t0)
+    summary = RunSummary(done, len(ids) - len(todo), len(ids), shard, num_shards, masks=masks,
+                         seconds=time.perf_counter() - t0)
+    logger.info("label_images: %d images in %.1f s (%.2f images/s, batch_size=%d, reading and saving included)",
+                done, summary.seconds, summary.per_second, batch_size)
+    return summary
 
 
 def _count(label: Any) -> int:
