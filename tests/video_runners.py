@@ -43,7 +43,7 @@ def run_original(predictor, frames: np.ndarray, prompts: list[dict], reverse: bo
             Image.fromarray(f).save(Path(d) / f"{t:05d}.jpg")
         state = predictor.init_state(d)
     # replace the JPEG-decoded frames (lossy) by the exact pixels, and drop the frame-0 warm-up
-    state["images"] = torch.cat([to_model_input(to_unit_rgb(f), side, torch.device("cpu"), torch.float32)
+    state["images"] = torch.cat([to_model_input(to_unit_rgb(f), side, predictor.device, torch.float32)
                                  for f in frames])
     state["cached_features"] = {}
     for p in prompts:
@@ -57,7 +57,7 @@ def run_original(predictor, frames: np.ndarray, prompts: list[dict], reverse: bo
     start = max(p["frame"] for p in prompts) if reverse else None
     with torch.inference_mode():
         for f, _ids, masks in predictor.propagate_in_video(state, start_frame_idx=start, reverse=reverse):
-            out[f] = (masks[0, 0] > 0).numpy()
+            out[f] = (masks[0, 0] > 0).cpu().numpy()
     return out
 
 
@@ -82,7 +82,7 @@ def run_hf(model, frames: np.ndarray, prompts: list[dict], reverse: bool = False
     proc = hf_processor(side)
     h, w = frames.shape[1:3]
     with torch.inference_mode():
-        session = proc.init_video_session(video=list(frames), inference_device="cpu")
+        session = proc.init_video_session(video=list(frames), inference_device=model.device)
         for p in prompts:
             kw = {}
             if p.get("points") is not None:
@@ -100,5 +100,5 @@ def run_hf(model, frames: np.ndarray, prompts: list[dict], reverse: bool = False
         for start, rev in passes:
             for o in model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=rev):
                 masks = proc.post_process_masks([o.pred_masks], original_sizes=[[h, w]], binarize=True)[0]
-                out[o.frame_idx] = (masks[:, 0].numpy(), o.object_score_logits.reshape(-1).numpy())
+                out[o.frame_idx] = (masks[:, 0].cpu().numpy(), o.object_score_logits.reshape(-1).cpu().numpy())
     return out
