@@ -1,0 +1,130 @@
+"""Regression tests for issue 18 (reliability): one test per defect, each failing on the code
+before its fix. Kill tests (SIGKILL at random points) are in test_reliability_kill.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgetam_kit as ek
+from edgetam_kit.cli import main
+from edgetam_kit.io.export import MaskSet, export_masks
+
+
+def _square(hw: tuple[int, int], y0: int, x0: int, side: int) -> np.ndarray:
+    m = np.zeros(hw, bool)
+    m[y0:y0 + side, x0:x0 + side] = True
+    return m
+
+
+# ----------------------------------------------------------------------------- defect 1
+@pytest.mark.parametrize("fmt", ["tiff", "zarr"])
+def test_1_export_names_with_the_same_stem_do_not_collide(tmp_path, fmt) -> None:
+    """a.png (1 mask) and a.jpg (2 masks) used to be written both to out/a.tif: the first was lost."""
+    import tifffile
+    import zarr
+
+    hw = (32, 40)
+    items = [MaskSet("a.png", hw, [_square(hw, 2, 2, 5)]),
+             MaskSet("a.jpg", hw, [_square(hw, 2, 2, 5), _square(hw, 20, 20, 6)]),
+             MaskSet("b.png", hw, [])]
+    paths = export_masks(items, tmp_path / "out", format=fmt)
+    assert len(set(paths)) == 3, paths
+    suffix = ".tif" if fmt == "tiff" else ".zarr"
+    assert [p.name for p in paths] == [f"a.png{suffix}", f"a.jpg{suffix}", f"b{suffix}"]
+    read = (lambda p: tifffile.imread(p)) if fmt == "tiff" else (
+        lambda p: np.asarray(zarr.open_group(str(p), mode="r")["labels/masks/0"]))
+    assert [int(read(p).max()) for p in paths] == [1, 2, 0]
+
+
+def test_1_export_refuses_names_that_stay_ambiguous(tmp_path) -> None:
+    hw = (8, 8)
+    with pytest.raises(ValueError, match=r"'x/a.png' and 'y/a.png' would both be written as 'a.png'"):
+        export_masks([MaskSet("x/a.png", hw, []), MaskSet("y/a.png", hw, [])], tmp_path, format="tiff")
+    with pytest.raises(ValueError, match=r"items\[0\].name must be a non-empty file name"):
+        export_masks([MaskSet("", hw, [])], tmp_path, format="tiff")
+    assert not list(tmp_path.iterdir()), "nothing may be written when the names are refused"
+
+
+@pytest.mark.parametrize("fmt,suffix", [("tiff", ".tif"), ("zarr", ".zarr")])
+def test_1_cli_auto_writes_one_file_per_image_for_same_stems(tiny_refs, tmp_path, capsys, fmt, suffix) -> None:
+    import skimage.io
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "a.jpg"):
+        skimage.io.imsave(folder / name, (rng.random((48, 56, 3)) * 255).astype(np.uint8), check_contrast=False)
+    out = tmp_path / "out"
+    rc = main(["auto", str(folder), "--checkpoint", str(tiny_refs.hf_folder), "-o", str(out), "--format", fmt,
+               "--points-per-side", "2", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    written = said.split("wrote ")[1].split(" (")[0].split(", ")
+    assert len(written) == 2 and len(set(written)) == 2, said
+    assert sorted(p.name for p in out.iterdir()) == [f"a.jpg{suffix}", f"a.png{suffix}"]
+
+
+# ----------------------------------------------------------------------------- defects 2 and 3
+@pytest.fixture(scope="module")
+def video_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ek.save_model(ek.build_random_model("tiny", seed=4), tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def _png_folder_with_truncated_last(folder: Path, n: int = 4, side: int = 64) -> None:
+    import skimage.io
+
+    from video_runners import moving_disks
+
+    folder.mkdir()
+    for t, f in enumerate(moving_disks(n, side)):
+        skimage.io.imsave(folder / f"{t:03d}.png", f, check_contrast=False)
+    last = folder / f"{n - 1:03d}.png"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_2_failed_track_keeps_the_previous_output(video_ckpt, tmp_path, capsys, suffix) -> None:
+    """A truncated frame used to leave OUT replaced by a partial stack whose last frame was zeros."""
+    import tifffile
+    import zarr
+
+    _png_folder_with_truncated_last(tmp_path / "frames")
+    out = tmp_path / f"keep{suffix}"
+    good = np.arange(2 * 8 * 8, dtype=np.uint32).reshape(2, 8, 8)
+    if suffix == ".tif":
+        tifffile.imwrite(out, good)
+    else:
+        zarr.open(str(out), mode="w", shape=good.shape, dtype="uint32")[...] = good
+    before = _snapshot(out)
+    rc = main(["track", str(tmp_path / "frames"), "--prompt", "0:1:20,25", "--checkpoint", str(video_ckpt),
+               "-o", str(out), "--direction", "forward"])
+    assert rc == 2, capsys.readouterr()
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", out.name], "no temporary files left"
+
+
+def test_3_zarr_rewrite_replaces_the_folder_whole(tmp_path) -> None:
+    """A rewrite of an existing OME-Zarr export yields exactly the new content; leftovers of a
+    killed writer (a dead pid's .tmp folder) are removed by the next write."""
+    import zarr
+
+    hw = (16, 16)
+    out = tmp_path / "one.zarr"
+    export_masks(MaskSet("one.png", hw, [_square(hw, 0, 0, 4), _square(hw, 8, 8, 4)]), out, format="zarr")
+    (out / "stale-extra-file").write_text("from an older export")
+    dead = tmp_path / ".one.zarr.999999999-0123abcd.tmp"  # a writer (pid 999999999) killed midway
+    dead.mkdir()
+    (dead / ".zgroup").write_text("{}")
+    export_masks(MaskSet("one.png", hw, [_square(hw, 0, 0, 4)]), out, format="zarr")
+    assert int(np.asarray(zarr.open_group(str(out), mode="r")["labels/masks/0"]).max()) == 1
+    assert not (out / "stale-extra-file").exists(), "the old folder must be replaced, not merged into"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.zarr"], "leftovers must be cleaned"
