@@ -128,3 +128,45 @@ def test_3_zarr_rewrite_replaces_the_folder_whole(tmp_path) -> None:
     assert int(np.asarray(zarr.open_group(str(out), mode="r")["labels/masks/0"]).max()) == 1
     assert not (out / "stale-extra-file").exists(), "the old folder must be replaced, not merged into"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.zarr"], "leftovers must be cleaned"
+
+
+# ----------------------------------------------------------------------------- defect 5
+def test_5_damaged_cache_entry_is_re_encoded_not_served(tiny_refs, tmp_path) -> None:
+    """Deleting one chunk of an entry used to be a hit with zero-filled features, forever."""
+    from edgetam_kit.io.cache import EmbeddingCache, image_signature
+
+    model = ek.load_model(tiny_refs.hf_folder)
+    rng = np.random.default_rng(5)
+    image = (rng.random((64, 80, 3)) * 255).astype(np.uint8)
+    fresh = ek.ImagePredictor(model)
+    fresh.set_image(image)
+    want = fresh.predict(points=[[30, 20]], labels=[1])
+    cache = EmbeddingCache(tmp_path / "c")
+    ek.ImagePredictor(model, cache=cache).set_image(image)
+    entry = cache.entry_path(image_signature(image, model, fresh.percentiles, None, None))
+    chunks = [p for p in (entry / "high_res_0").rglob("*") if p.is_file() and p.name not in
+              ("zarr.json", ".zarray", ".zattrs")]
+    assert chunks, "the entry's chunk files"
+    chunks[0].unlink()
+    for attempt in range(2):  # re-encoded once, then the repaired entry is a hit
+        cache = EmbeddingCache(tmp_path / "c")
+        pred = ek.ImagePredictor(model, cache=cache)
+        pred.set_image(image)
+        assert (cache.hits, cache.misses) == ((0, 1) if attempt == 0 else (1, 0))
+        got = pred.predict(points=[[30, 20]], labels=[1])
+        np.testing.assert_array_equal(got.masks, want.masks)
+        np.testing.assert_allclose(got.logits, want.logits, atol=1e-5)
+
+
+def test_5_file_at_an_entry_path_is_replaced(tiny_refs, tmp_path) -> None:
+    """A file where an entry's folder goes used to raise NotADirectoryError."""
+    from edgetam_kit.io.cache import EmbeddingCache, image_signature
+
+    model = ek.load_model(tiny_refs.hf_folder)
+    image = np.full((40, 50, 3), 90, np.uint8)
+    cache = EmbeddingCache(tmp_path / "c")
+    entry = cache.entry_path(image_signature(image, model, ek.ImagePredictor(model).percentiles, None, None))
+    entry.parent.mkdir(parents=True)
+    entry.write_text("not an entry")
+    ek.ImagePredictor(model, cache=cache).set_image(image)
+    assert entry.is_dir() and len(cache) == 1

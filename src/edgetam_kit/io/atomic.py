@@ -87,8 +87,10 @@ def _exchange(a: Path, b: Path) -> bool:
 def commit(tmp: Path, final: Path) -> None:
     """Put the complete ``tmp`` in place of ``final`` (a file, or a folder replacing a folder)."""
     if not (tmp.is_dir() and final.is_dir()):
-        if final.is_dir() and not tmp.is_dir():
+        if final.is_dir() and not final.is_symlink():
             shutil.rmtree(final)  # a folder where a file goes: the user asked for the file
+        elif tmp.is_dir() and (final.is_file() or final.is_symlink()):
+            final.unlink()  # a file where a folder goes
         os.replace(tmp, final)
         return
     if _exchange(tmp, final):
