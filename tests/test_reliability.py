@@ -170,3 +170,52 @@ def test_5_file_at_an_entry_path_is_replaced(tiny_refs, tmp_path) -> None:
     entry.write_text("not an entry")
     ek.ImagePredictor(model, cache=cache).set_image(image)
     assert entry.is_dir() and len(cache) == 1
+
+
+# ----------------------------------------------------------------------------- defect 6
+def test_6_predictor_shared_between_threads_sees_one_image(tiny_refs) -> None:
+    """One thread switches between two images of different sizes while another predicts: every
+    result must be exactly one image's (without a lock, 32 of 160 matched neither)."""
+    import sys
+    import threading
+
+    model = ek.load_model(tiny_refs.hf_folder)
+    rng = np.random.default_rng(6)
+    images = [(rng.random((48, 64, 3)) * 255).astype(np.uint8), (rng.random((72, 40, 3)) * 255).astype(np.uint8)]
+    want = []
+    for img in images:
+        p = ek.ImagePredictor(model)
+        p.set_image(img)
+        want.append(p.predict(points=[[20, 20]], labels=[1]))
+    pred = ek.ImagePredictor(model)
+    pred.set_image(images[0])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def switch() -> None:
+        try:
+            k = 0
+            while not stop.is_set():
+                k += 1
+                pred.set_image(images[k % 2])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    t = threading.Thread(target=switch)
+    t.start()
+    try:
+        results = [pred.predict(points=[[20, 20]], labels=[1]) for _ in range(60)]
+    finally:
+        stop.set()
+        t.join(timeout=60)
+        sys.setswitchinterval(old)
+    assert not errors, errors
+    mixed = 0
+    for r in results:
+        same = [w for w in want if w.masks.shape == r.masks.shape]
+        ok = len(same) == 1 and np.array_equal(same[0].masks, r.masks) and np.allclose(
+            same[0].logits, r.logits, atol=1e-5) and np.allclose(same[0].scores, r.scores, atol=1e-5)
+        mixed += not ok
+    assert mixed == 0, f"{mixed} of {len(results)} results matched neither image"
