@@ -219,3 +219,26 @@ def test_6_predictor_shared_between_threads_sees_one_image(tiny_refs) -> None:
             same[0].logits, r.logits, atol=1e-5) and np.allclose(same[0].scores, r.scores, atol=1e-5)
         mixed += not ok
     assert mixed == 0, f"{mixed} of {len(results)} results matched neither image"
+
+
+# ----------------------------------------------------------------------------- defect 7
+@pytest.mark.parametrize("how", ["hf_folder", "pt", "build"])
+def test_7_model_made_under_inference_mode_predicts_and_tracks(tiny_refs, video_ckpt, how) -> None:
+    """A model loaded (or built) under torch.inference_mode() used to break predict and tracking
+    ("Inference tensors do not track version counter"). Already fixed on main; kept as a guard."""
+    import torch
+
+    with torch.inference_mode():
+        model = {"hf_folder": lambda: ek.load_model(video_ckpt), "pt": lambda: ek.load_model(tiny_refs.pt_path),
+                 "build": lambda: ek.build_random_model("tiny", seed=4)}[how]()
+    rng = np.random.default_rng(7)
+    img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    pred = ek.ImagePredictor(model)
+    pred.set_image(img)
+    assert pred.predict(points=[[20, 20]], labels=[1]).masks.shape == (3, 48, 64)
+    session = ek.VideoTracker(model).start(np.stack([img, img[::-1], img]))
+    session.add_prompt(0, 1, points=[[20, 20]], labels=[1])
+    assert [f for f, _ids, _m in session.propagate("both")] == [0, 1, 2]
+    with torch.inference_mode():  # and used under it
+        pred.set_image(img[::-1])
+        assert pred.predict(box=[5, 5, 40, 30]).masks.shape == (3, 48, 64)
