@@ -242,3 +242,50 @@ def test_7_model_made_under_inference_mode_predicts_and_tracks(tiny_refs, video_
     with torch.inference_mode():  # and used under it
         pred.set_image(img[::-1])
         assert pred.predict(box=[5, 5, 40, 30]).masks.shape == (3, 48, 64)
+
+
+# ----------------------------------------------------------------------------- defect 10
+def test_10_remove_object_or_reset_inside_propagate(video_ckpt) -> None:
+    """remove_object / reset inside a propagate() loop used to raise "stack expects a non-empty
+    TensorList"; now the remaining objects are tracked, and an empty session ends the loop."""
+    from video_runners import moving_disks
+
+    model = ek.load_model(video_ckpt)
+    session = ek.VideoTracker(model).start(moving_disks(5, 64))
+    session.add_prompt(0, 1, points=[[20, 25]], labels=[1])
+    session.add_prompt(0, 2, points=[[45, 15]], labels=[1])
+    seen = []
+    for frame, ids, masks in session.propagate("forward"):
+        seen.append((frame, list(ids), masks.shape[0]))
+        if frame == 1:
+            session.remove_object(1)
+    assert seen == [(0, [1, 2], 2), (1, [1, 2], 2), (2, [2], 1), (3, [2], 1), (4, [2], 1)]
+    frames = []
+    for frame, _ids, _masks in session.propagate("forward"):
+        frames.append(frame)
+        if frame == 2:
+            session.remove_object(2)  # the last one
+    assert frames == [0, 1, 2]
+    session.add_prompt(0, 3, points=[[20, 25]], labels=[1])
+    frames = []
+    for frame, _ids, _masks in session.propagate("forward"):
+        frames.append(frame)
+        session.reset()
+    assert frames == [0]
+    session.add_prompt(1, 4, box=[10, 10, 40, 40])
+    assert [f for f, _i, _m in session.propagate("both")] == [1, 2, 3, 4, 0], "the session stays usable"
+
+
+# ----------------------------------------------------------------------------- defect 11
+def test_11_crop_layers_on_a_small_image(tiny_refs) -> None:
+    """crop_n_layers=3 on a 20x30 image used to make empty crops: "image is empty (shape (0, 5, 3))"."""
+    from edgetam_kit.engine.masks import crop_boxes
+
+    for hw in [(20, 30), (1, 1), (3, 200), (64, 64)]:
+        boxes, layers = crop_boxes(hw, 3, 512 / 1500)
+        assert len(boxes) == len(layers) and len({tuple(b) for b in boxes}) == len(boxes)
+        assert all(0 <= b[0] < b[2] <= hw[1] and 0 <= b[1] < b[3] <= hw[0] for b in boxes), (hw, boxes)
+    # the generator end to end (one layer on a 1-px-high image: the same empty crop, 3 encodes not 77)
+    model = ek.load_model(tiny_refs.hf_folder)
+    anns = ek.AutoMaskGenerator(model, points_per_side=2, crop_n_layers=1).generate(np.zeros((1, 30), np.uint8))
+    assert isinstance(anns, list)

@@ -192,6 +192,8 @@ class TrackingSession:
                 for done, (frame, reverse) in enumerate(plan):
                     if is_cancelled(cancel):
                         raise Cancelled(f"propagation cancelled after {done} of {len(plan)} frames; the session is intact")
+                    if not self.objects:  # reset() or the last remove_object() inside the loop: nothing to track
+                        return
                     pixels = None
                     if ahead is not None and ahead[0] == frame:
                         pixels = ahead[1].result()  # re-raises a read error at the frame it belongs to
