@@ -289,3 +289,26 @@ def test_11_crop_layers_on_a_small_image(tiny_refs) -> None:
     model = ek.load_model(tiny_refs.hf_folder)
     anns = ek.AutoMaskGenerator(model, points_per_side=2, crop_n_layers=1).generate(np.zeros((1, 30), np.uint8))
     assert isinstance(anns, list)
+
+
+# ----------------------------------------------------------------------------- defect 13
+def test_13_empty_points_are_refused_everywhere(video_ckpt) -> None:
+    """add_prompt(points=np.zeros((0, 2))) used to be accepted (a mask from no prompt); predict said
+    "decode needs points..." and a tiled image "zero-size array". Fixed on main; kept as a guard."""
+    model = ek.load_model(video_ckpt)
+    img = np.zeros((40, 50, 3), np.uint8)
+    session = ek.VideoTracker(model).start(np.stack([img, img]))
+    pred = ek.ImagePredictor(model)
+    pred.set_image(img)
+    tiled = ek.ImagePredictor(model, tiling=True, tile_size=32)
+    tiled.set_image(np.zeros((64, 80, 3), np.uint8))
+    for empty in (np.zeros((0, 2)), [], np.zeros((0,))):
+        with pytest.raises(ValueError, match=r"points must be shaped \(P, 2\) with P >= 1"):
+            session.add_prompt(0, 1, points=empty)
+        with pytest.raises(ValueError, match=r"points must be shaped \(P, 2\) with P >= 1"):
+            pred.predict(points=empty)
+        with pytest.raises(ValueError, match=r"points must be shaped \(P, 2\) with P >= 1"):
+            tiled.predict(points=empty)
+        with pytest.raises(ValueError, match=r"points\[0\] must be shaped \(P, 2\) with P >= 1"):
+            pred.predict_batch(points=[empty])
+    assert session.obj_ids == []
