@@ -312,3 +312,42 @@ def test_13_empty_points_are_refused_everywhere(video_ckpt) -> None:
         with pytest.raises(ValueError, match=r"points\[0\] must be shaped \(P, 2\) with P >= 1"):
             pred.predict_batch(points=[empty])
     assert session.obj_ids == []
+
+
+# ----------------------------------------------------------------------------- defect 12
+def test_12_huge_ids_sizes_and_odd_devices_are_named_errors(video_ckpt, tmp_path, capsys) -> None:
+    """obj_id 2**33 / --prompt 0:1099511627776:1,1 used to give OverflowError tracebacks (or a label
+    silently wrapped to 0), --points-per-side 100000 tried to allocate 74.5 GiB, --device meta a traceback."""
+    from edgetam_kit.io.labels import paint_labels
+
+    model = ek.load_model(video_ckpt)
+    img = (np.random.default_rng(12).random((40, 50, 3)) * 255).astype(np.uint8)
+    session = ek.VideoTracker(model).start(np.stack([img, img]))
+    with pytest.raises(ValueError, match=r"obj_id must be an int in \[0, 4294967295\]"):
+        session.add_prompt(0, 2**33, points=[[5, 5]])
+    with pytest.raises(ValueError, match=r"prompts\[0\].obj_id must be an int in \[1, 4294967295\]"):
+        ek.segment_volume(np.stack([img, img]), [{"frame": 0, "obj_id": 2**33, "points": [[5, 5]]}], model)
+    with pytest.raises(ValueError, match=r"ids must be ints in \[0, 4294967295\]"):
+        paint_labels(np.ones((1, 4, 4), bool), [2**33])
+    with pytest.raises(ValueError, match=r"points_per_side must be an int in \[1, 1024\]"):
+        ek.AutoMaskGenerator(model, points_per_side=100000)
+    with pytest.raises(ValueError, match=r"device must be cpu, cuda\[:N\], mps or xpu"):
+        ek.load_model(video_ckpt, device="meta")
+    np.save(tmp_path / "v.npy", np.stack([img, img]))
+    import skimage.io
+
+    skimage.io.imsave(tmp_path / "a.png", img, check_contrast=False)
+    cases = [
+        (["track", str(tmp_path / "v.npy"), "--prompt", "0:1099511627776:1,1", "-o", str(tmp_path / "l.tif")],
+         r"--prompt expects FRAME:OBJ:X,Y \(frame >= 0, object id >= 1 and <= 4294967295\)"),
+        (["auto", str(tmp_path / "a.png"), "--points-per-side", "100000", "-o", str(tmp_path / "m.json")],
+         r"points_per_side must be an int in \[1, 1024\]"),
+        (["auto", str(tmp_path / "a.png"), "--device", "meta", "-o", str(tmp_path / "m.json")],
+         r"--device must be cpu, cuda\[:N\], mps or xpu"),
+    ]
+    import re
+
+    for argv, pattern in cases:
+        assert main([*argv, "--checkpoint", str(video_ckpt)]) == 2, argv
+        err = capsys.readouterr().err
+        assert re.search(pattern, err), err

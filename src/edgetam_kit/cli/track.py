@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.labels import MAX_LABEL
 from .common import add_runtime_args, choose_device, load_checkpoint, parse_numbers
 
 OUT_SUFFIXES = (".tif", ".tiff", ".zarr")
@@ -21,10 +22,11 @@ def parse_prompt(text: str, flag: str, form: str) -> tuple[int, int, list[float]
     parts = text.split(":")
     try:
         frame, obj = int(parts[0]), int(parts[1])
-        if len(parts) != 3 or frame < 0 or obj <= 0:
+        if len(parts) != 3 or frame < 0 or not 1 <= obj <= MAX_LABEL:
             raise ValueError
     except (ValueError, IndexError):
-        raise ValueError(f"{flag} expects FRAME:OBJ:{form} (frame >= 0, object id >= 1), got {text!r}") from None
+        raise ValueError(f"{flag} expects FRAME:OBJ:{form} (frame >= 0, object id >= 1 and <= {MAX_LABEL}), "
+                         f"got {text!r}") from None
     return frame, obj, parse_numbers(parts[2], flag, form)
 
 

@@ -45,6 +45,7 @@ from .masks import (MaskRecords, annotations, crop_boxes, encode_rles, masks_to_
 from .predictor import ImagePredictor
 
 OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
+MAX_POINTS_PER_SIDE = 1024  # 1M prompts per crop; the default is 32
 _UPSCALE_CHUNK = 32  # masks upsampled at once (bounds memory: chunk x crop pixels x 4 bytes)
 # Prompts per decoder call on CPU, inside a points_per_batch batch: each prompt carries ~40 MB
 # of 4096x256 / 16384x128 maps through the decoder; a few at a time stay in cache (measured
@@ -106,7 +107,8 @@ class AutoMaskConfig:
         if not isinstance(self.multimask_output, bool):
             raise TypeError(f"multimask_output must be True or False, got {self.multimask_output!r}")
         if self.points_per_side is not None:
-            _check_number("points_per_side", self.points_per_side, 1, 1e5, "an int >= 1", integer=True)
+            _check_number("points_per_side", self.points_per_side, 1, MAX_POINTS_PER_SIDE,
+                          f"an int in [1, {MAX_POINTS_PER_SIDE}]", integer=True)
         else:
             grids = []
             for i, g in enumerate(self.point_grids or []):
