@@ -351,3 +351,25 @@ def test_12_huge_ids_sizes_and_odd_devices_are_named_errors(video_ckpt, tmp_path
         assert main([*argv, "--checkpoint", str(video_ckpt)]) == 2, argv
         err = capsys.readouterr().err
         assert re.search(pattern, err), err
+
+
+# ----------------------------------------------------------------------------- defect 14
+def test_14_point_grids_nan_and_ndarray(tiny_refs) -> None:
+    """point_grids with NaN used to be accepted; an ndarray raised "truth value of an array is ambiguous"."""
+    from edgetam_kit.engine.automask import AutoMaskConfig
+
+    grid = np.array([[0.25, 0.5], [0.75, 0.5]])
+    with pytest.raises(ValueError, match=r"point_grids\[0\] must be an \(N, 2\) array of finite"):
+        AutoMaskConfig(points_per_side=None, point_grids=[np.array([[np.nan, 0.5]])])
+    with pytest.raises(ValueError, match=r"point_grids\[0\] must be an \(N, 2\) array of finite"):
+        AutoMaskConfig(points_per_side=None, point_grids=[[["a", "b"]]])
+    with pytest.raises(TypeError, match=r"point_grids must be a list of \(N, 2\) arrays"):
+        AutoMaskConfig(points_per_side=None, point_grids=5)
+    one = AutoMaskConfig(points_per_side=None, point_grids=grid)  # one layer's grid as an array
+    assert len(one.grids()) == 1 and np.array_equal(one.grids()[0], grid)
+    two = AutoMaskConfig(points_per_side=None, point_grids=np.stack([grid, grid]), crop_n_layers=1)
+    assert len(two.grids()) == 2
+    model = ek.load_model(tiny_refs.hf_folder)
+    anns = ek.AutoMaskGenerator(model, points_per_side=None, point_grids=grid,
+                                pred_iou_thresh=0, stability_score_thresh=0).generate(np.zeros((32, 40, 3), np.uint8))
+    assert isinstance(anns, list)
