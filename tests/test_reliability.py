@@ -373,3 +373,55 @@ def test_14_point_grids_nan_and_ndarray(tiny_refs) -> None:
     anns = ek.AutoMaskGenerator(model, points_per_side=None, point_grids=grid,
                                 pred_iou_thresh=0, stability_score_thresh=0).generate(np.zeros((32, 40, 3), np.uint8))
     assert isinstance(anns, list)
+
+
+# ----------------------------------------------------------------------------- defect 4 (+ unclear read errors)
+def _cut(path: Path, frac: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * frac)])
+
+
+@pytest.mark.parametrize("compression", ["zlib", None])
+def test_4_truncated_tiff_stack_is_refused(video_ckpt, tmp_path, capsys, compression) -> None:
+    """A zlib TIFF stack cut in half used to open as 1 frame (a tifffile log line only), and
+    `track`/`embed` exited 0; uncompressed it said "mmap length is greater than file size"."""
+    import tifffile
+
+    from video_runners import moving_disks
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, moving_disks(6, 64)[..., 0], compression=compression)
+    assert len(ek.open_source(str(path))) == 6
+    _cut(path)
+    with pytest.raises(ValueError, match=r"stack.tif is truncated or damaged"):
+        ek.open_source(str(path))
+    for argv in (["embed", str(path), "-o", str(tmp_path / "cache")],
+                 ["track", str(path), "--prompt", "0:1:20,20", "-o", str(tmp_path / "l.tif")]):
+        assert main([*argv, "--checkpoint", str(video_ckpt)]) == 2, argv
+        assert "stack.tif is truncated or damaged" in capsys.readouterr().err
+    assert not (tmp_path / "l.tif").exists()
+
+
+def test_4_unreadable_frames_and_series_are_named(tmp_path) -> None:
+    """A folder whose first PNG is corrupt said "need at least one array to stack"; a corrupt later
+    PNG raised PIL's UnidentifiedImageError; series=5 an IndexError."""
+    import skimage.io
+    import tifffile
+
+    from video_runners import moving_disks
+
+    frames = moving_disks(3, 32)
+    for name in ("first", "later"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for t, f in enumerate(frames):
+            skimage.io.imsave(folder / f"{t}.png", f, check_contrast=False)
+        (folder / ("0.png" if name == "first" else "2.png")).write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match=r"cannot read frame 0 \(0.png\)"):
+        ek.open_source(str(tmp_path / "first"))
+    src = ek.open_source(str(tmp_path / "later"), check_sizes=False)
+    with pytest.raises(ValueError, match=r"cannot read frame 2 \(2.png\)"):
+        src.frame(2)
+    tifffile.imwrite(tmp_path / "one.tif", frames[..., 0])
+    with pytest.raises(ValueError, match=r"series must be an int in \[0, 0\]"):
+        ek.open_source(str(tmp_path / "one.tif"), series=5)
