@@ -66,13 +66,14 @@ def _add_model_args(p: argparse.ArgumentParser, configs: list[str]) -> None:
 def cmd_auto(args: argparse.Namespace) -> int:
     """``edgetam auto``: automatic masks for an image or a folder, written in one format."""
     from .. import AutoMaskGenerator
-    from ..io.export import MaskSet, exporters
+    from ..io.export import MaskSet, exporters, file_stems
 
     found = exporters()
     if args.format not in found:
         raise ValueError(f"--format must be one of {', '.join(sorted(found))}, got {args.format!r}")
     exporter = found[args.format]
     files = image_files(args.source)
+    stems = file_stems([p.name for p in files])  # a.png and a.jpg -> a.png.tif and a.jpg.tif, never one a.tif
     out = Path(args.output)
     model = load_checkpoint(args.checkpoint, args.device, args.config, args)
     gen = AutoMaskGenerator(
@@ -86,7 +87,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
     written: list[Path] = []
     total_masks = 0
     with _bar(len(files), "images", args.quiet or len(files) == 1, "img") as images_bar:
-        for path in files:
+        for path, stem in zip(files, stems):
             image = read_image(str(path))
             bar = _bar(0, path.name, args.quiet, "batch", leave=False)
 
@@ -99,11 +100,15 @@ def cmd_auto(args: argparse.Namespace) -> int:
             anns = gen.generate(image, progress=progress)
             bar.close()
             total_masks += len(anns)
-            item = MaskSet(path.name, image.shape[:2], anns, image if args.format == "zarr" else None)
+            item = MaskSet(path.name, image.shape[:2], anns, image if args.format == "zarr" else None, stem)
             if combined:
                 items.append(item)
             else:
-                written += exporter.write([item], out, progress=None)
+                paths = list(exporter.write([item], out, progress=None))
+                if set(paths) & set(written):  # a plugin that ignores item.stem: say so, never report it as fine
+                    raise ValueError(f"--format {args.format}: {path.name} was written over an earlier image's "
+                                     f"file ({', '.join(str(p) for p in set(paths) & set(written))})")
+                written += paths
             images_bar.update(1)
             if not args.quiet:
                 images_bar.write(f"{path.name}: {len(anns)} masks ({time.perf_counter() - t0:.1f} s)")

@@ -90,6 +90,8 @@ def load_checkpoint(source: str, device: str, config: str | None, runtime: argpa
         model = load_model(source, device=choose_device(device), config=config, backend="none")
     except (FileNotFoundError, ValueError) as exc:
         text = str(exc)
+        if text.startswith("device "):
+            raise type(exc)("--" + text) from exc  # "--device must be cpu, cuda[:N], ..."
         if not text.startswith("source: "):
             raise
         raise type(exc)("--checkpoint: " + text.removeprefix("source: ")) from exc

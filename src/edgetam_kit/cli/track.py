@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.labels import MAX_LABEL
 from .common import add_runtime_args, choose_device, load_checkpoint, parse_numbers
 
 OUT_SUFFIXES = (".tif", ".tiff", ".zarr")
@@ -21,10 +22,11 @@ def parse_prompt(text: str, flag: str, form: str) -> tuple[int, int, list[float]
     parts = text.split(":")
     try:
         frame, obj = int(parts[0]), int(parts[1])
-        if len(parts) != 3 or frame < 0 or obj <= 0:
+        if len(parts) != 3 or frame < 0 or not 1 <= obj <= MAX_LABEL:
             raise ValueError
     except (ValueError, IndexError):
-        raise ValueError(f"{flag} expects FRAME:OBJ:{form} (frame >= 0, object id >= 1), got {text!r}") from None
+        raise ValueError(f"{flag} expects FRAME:OBJ:{form} (frame >= 0, object id >= 1 and <= {MAX_LABEL}), "
+                         f"got {text!r}") from None
     return frame, obj, parse_numbers(parts[2], flag, form)
 
 
@@ -47,9 +49,10 @@ def collect_prompts(args: argparse.Namespace) -> dict[tuple[int, int], dict[str,
     return prompts
 
 
-def open_output(path: Path, shape: tuple[int, int, int]) -> Any:
-    """A writable (T, H, W) uint32 array on disk: a memory-mapped TIFF or a zarr array."""
-    if path.suffix.lower() == ".zarr":
+def open_output(path: Path, shape: tuple[int, int, int], kind: str | None = None) -> Any:
+    """A writable (T, H, W) uint32 array on disk: a memory-mapped TIFF or a zarr array
+    (``kind`` ".zarr" / ".tif"; default: from the path's suffix)."""
+    if (kind or path.suffix).lower() == ".zarr":
         import zarr
 
         return zarr.open(str(path), mode="w", shape=shape, chunks=(1, *shape[1:]), dtype="uint32")
@@ -62,6 +65,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..engine.tracking import VideoTracker
+    from ..io.atomic import atomic_output
     from ..io.labels import paint_labels
 
     out = Path(args.output)
@@ -79,18 +83,21 @@ def cmd_track(args: argparse.Namespace) -> int:
         r = session.add_prompt(frame, obj, points=p["points"] or None, labels=p["labels"] or None, box=p["box"])
         print(f"object {obj} on frame {frame}: {int(r.mask.sum())} pixels, score {r.score:.3f}")
     h, w = session.frame_hw
-    labels = open_output(out, (session.num_frames, h, w))
     done = 0
-    bar = tqdm(total=session.num_frames if args.direction == "both" else None, desc="tracking", unit="frame")
-    try:
-        for frame, obj_ids, masks in session.propagate(args.direction, progress=bar):
-            labels[frame] = paint_labels(masks, obj_ids, shape=(h, w))
-            done += 1
-    finally:
-        bar.close()
-        if hasattr(labels, "flush"):
-            labels.flush()
-        del labels
+    # written under a temporary name next to OUT and renamed only when complete: a failure or a
+    # kill midway leaves an existing OUT as it was
+    with atomic_output(out) as tmp:
+        labels = open_output(tmp, (session.num_frames, h, w), out.suffix)
+        bar = tqdm(total=session.num_frames if args.direction == "both" else None, desc="tracking", unit="frame")
+        try:
+            for frame, obj_ids, masks in session.propagate(args.direction, progress=bar):
+                labels[frame] = paint_labels(masks, obj_ids, shape=(h, w))
+                done += 1
+        finally:
+            bar.close()
+            if hasattr(labels, "flush"):
+                labels.flush()
+            del labels
     print(f"wrote {out} ({done} frames tracked of {session.num_frames}; objects {session.obj_ids})")
     return 0
 

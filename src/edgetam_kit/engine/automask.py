@@ -45,6 +45,7 @@ from .masks import (MaskRecords, annotations, crop_boxes, encode_rles, encode_rl
 from .predictor import ImagePredictor
 
 OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
+MAX_POINTS_PER_SIDE = 1024  # 1M prompts per crop; the default is 32
 _UPSCALE_CHUNK = 32  # masks upsampled at once (bounds memory: chunk x crop pixels x 4 bytes)
 # Prompts per decoder call on CPU, inside a points_per_batch batch: each prompt carries ~40 MB
 # of 4096x256 / 16384x128 maps through the decoder; a few at a time stay in cache (measured
@@ -106,14 +107,25 @@ class AutoMaskConfig:
         if not isinstance(self.multimask_output, bool):
             raise TypeError(f"multimask_output must be True or False, got {self.multimask_output!r}")
         if self.points_per_side is not None:
-            _check_number("points_per_side", self.points_per_side, 1, 1e5, "an int >= 1", integer=True)
+            _check_number("points_per_side", self.points_per_side, 1, MAX_POINTS_PER_SIDE,
+                          f"an int in [1, {MAX_POINTS_PER_SIDE}]", integer=True)
         else:
             grids = []
-            for i, g in enumerate(self.point_grids or []):
-                arr = np.asarray(g, dtype=np.float64)
-                if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0 or arr.min() < 0 or arr.max() > 1:
-                    raise ValueError(f"point_grids[{i}] must be an (N, 2) array of (x, y) in [0, 1], got shape "
-                                     f"{arr.shape}")
+            given = self.point_grids
+            if isinstance(given, np.ndarray):  # (N, 2): one grid; (L, N, 2): one per layer
+                given = [given] if given.ndim == 2 else list(given)
+            elif isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+                raise TypeError(f"point_grids must be a list of (N, 2) arrays, one per crop layer, got "
+                                f"{type(given).__name__}")
+            for i, g in enumerate(given):
+                try:
+                    arr = np.asarray(g, dtype=np.float64)
+                except (TypeError, ValueError):
+                    arr = np.zeros((0,))
+                if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0 or not np.isfinite(arr).all() \
+                        or arr.min() < 0 or arr.max() > 1:
+                    raise ValueError(f"point_grids[{i}] must be an (N, 2) array of finite (x, y) in [0, 1], got "
+                                     f"shape {arr.shape}")
                 grids.append(arr)
             if len(grids) != self.crop_n_layers + 1:
                 raise ValueError(f"point_grids must hold one grid per crop layer ({self.crop_n_layers + 1}), "

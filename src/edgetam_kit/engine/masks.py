@@ -29,7 +29,9 @@ def point_grid(n_per_side: int) -> np.ndarray:
 
 
 def crop_boxes(hw: tuple[int, int], n_layers: int, overlap_ratio: float) -> tuple[list[list[int]], list[int]]:
-    """Crop boxes (x0, y0, x1, y1) and their layer: the image, then (2^(i+1))^2 crops per layer."""
+    """Crop boxes (x0, y0, x1, y1) and their layer: the image, then up to (2^(i+1))^2 crops per layer.
+    On images smaller than a layer's grid, crops that would be empty (past the image's edge) or
+    repeat an earlier box are left out."""
     h, w = hw
     boxes, layers = [[0, 0, w, h]], [0]
     short = min(h, w)
@@ -39,8 +41,10 @@ def crop_boxes(hw: tuple[int, int], n_layers: int, overlap_ratio: float) -> tupl
         cw = int(math.ceil((overlap * (n - 1) + w) / n))
         ch = int(math.ceil((overlap * (n - 1) + h) / n))
         for x0, y0 in product([int((cw - overlap) * k) for k in range(n)], [int((ch - overlap) * k) for k in range(n)]):
-            boxes.append([x0, y0, min(x0 + cw, w), min(y0 + ch, h)])
-            layers.append(i + 1)
+            box = [x0, y0, min(x0 + cw, w), min(y0 + ch, h)]
+            if box[2] > box[0] and box[3] > box[1] and box not in boxes:
+                boxes.append(box)
+                layers.append(i + 1)
     return boxes, layers
 
 

@@ -7,6 +7,7 @@ labels are 1 (positive) and 0 (negative). Masks come back at the image's own siz
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..progress import Cancelled, is_cancelled, report
 from ..runtime import ImageContext, Runtime, runtime_of
 from ..transforms import DEFAULT_PERCENTILES, _as_array, to_model_input, to_unit_rgb
 from .encoding import Prepared, check_batch_size, encode_batches, prepare_image
+from .locking import locked
 from .prediction import Prediction
 from .prompts import Prompt, PromptParser, batch_size_of
 from .tiling import TileGrid, Tiling, tiled_predict
@@ -37,6 +39,10 @@ class ImagePredictor:
 
     cache: an ``EmbeddingCache`` (or a folder for one): embeddings are looked up there by a
     signature of the image, normalisation, model and tiling before encoding, and stored after.
+
+    Threads: one predictor may be shared; ``set_image(s)``, ``set_features``, ``reset``,
+    ``predict`` and ``predict_batch`` hold a lock, so a prediction always sees one whole image
+    (a ``predict`` waits while another thread's ``set_image`` encodes).
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class ImagePredictor:
         self._grid: TileGrid | None = None  # set when the current image is tiled
         self._parser = PromptParser(model.config.image_size, model.config.low_res_size)
         self.cache = as_cache(cache)
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ images
     @property
@@ -102,6 +109,7 @@ class ImagePredictor:
         tile for a tiled image; ``progress``/``cancel`` as in ``set_images``, per tile)."""
         self.set_images([image], channels=channels, progress=progress, cancel=cancel)
 
+    @locked
     def set_images(
         self,
         images: Sequence[Any],
@@ -171,6 +179,7 @@ class ImagePredictor:
                                    self._store, total, progress, cancel):
             yield p.index, f
 
+    @locked
     def set_features(self, features: ImageFeatures, image_hw: tuple[int, int]) -> None:
         """Make ``features`` (from ``encode_many``, one image) the current image, of ``image_hw``
         (H, W) pixels: prompts are then given in that image's pixels."""
@@ -256,6 +265,7 @@ class ImagePredictor:
             self.cache.put(signature, features)
         return features
 
+    @locked
     def reset(self) -> None:
         """Forget the current image(s)."""
         self._features = None
@@ -265,6 +275,7 @@ class ImagePredictor:
         self._grid = None
 
     # ------------------------------------------------------------------ prompts
+    @locked
     def predict(
         self,
         points: Any = None,
@@ -295,6 +306,7 @@ class ImagePredictor:
         prompt = self._prompt(points, labels, box, mask_input, image_index, where="")
         return self._run([prompt], multimask, best_only)[0]
 
+    @locked
     def predict_batch(
         self,
         points: Sequence[Any] | None = None,

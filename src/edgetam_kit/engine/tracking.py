@@ -28,7 +28,7 @@ from ..modeling.edgetam import TrackOutput
 from .memory_bank import FrameMemory, ObjectState, bank_inputs
 from .prompts import PromptParser
 from ..progress import Cancelled, is_cancelled, report
-from ..io.labels import paint_labels
+from ..io.labels import MAX_LABEL, paint_labels
 from ..io.sources import FrameSource, open_source
 from ..transforms import DEFAULT_PERCENTILES, to_model_input, to_unit_rgb, upscale_logits
 from ..runtime import FramePrefix, Runtime, runtime_of
@@ -108,6 +108,9 @@ class TrackingSession:
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
             raise TypeError(f"obj_id must be an int, got {obj_id!r}")
         obj_id = int(obj_id)
+        if not 0 <= obj_id <= MAX_LABEL:
+            raise ValueError(f"obj_id must be an int in [0, {MAX_LABEL}] (it is the object's value in uint32 label "
+                             f"images), got {obj_id}")
         coords, labs, mask_t = self._prompt_tensors(points, labels, box, mask)
         state = self.objects.get(obj_id) or ObjectState(obj_id)
         rt = self._runtime()
@@ -192,6 +195,8 @@ class TrackingSession:
                 for done, (frame, reverse) in enumerate(plan):
                     if is_cancelled(cancel):
                         raise Cancelled(f"propagation cancelled after {done} of {len(plan)} frames; the session is intact")
+                    if not self.objects:  # reset() or the last remove_object() inside the loop: nothing to track
+                        return
                     pixels = None
                     if ahead is not None and ahead[0] == frame:
                         pixels = ahead[1].result()  # re-raises a read error at the frame it belongs to
@@ -351,8 +356,10 @@ def segment_volume(volume: Any, prompts: Sequence[SlicePrompt | dict], model: Ed
                 raise ValueError(f"prompts[{i}]: {exc}; keys are frame, obj_id, points, labels, box, mask") from None
         if not isinstance(p, SlicePrompt):
             raise TypeError(f"prompts[{i}] must be a SlicePrompt or a dict, got {type(p).__name__}")
-        if int(p.obj_id) <= 0:
-            raise ValueError(f"prompts[{i}].obj_id must be a positive int (0 is background), got {p.obj_id}")
+        if isinstance(p.obj_id, bool) or not isinstance(p.obj_id, (int, np.integer)) \
+                or not 1 <= int(p.obj_id) <= MAX_LABEL:
+            raise ValueError(f"prompts[{i}].obj_id must be an int in [1, {MAX_LABEL}] (0 is background; labels are "
+                             f"uint32), got {p.obj_id!r}")
         session.add_prompt(p.frame, p.obj_id, points=p.points, labels=p.labels, box=p.box, mask=p.mask)
     h, w = session.frame_hw
     labels = np.zeros((session.num_frames, h, w), np.uint32)

@@ -11,7 +11,8 @@ older cache format or a different image is never used: it is a miss.
 Layout: ``ROOT/edgetam-cache.json`` (format marker) and one zarr group per entry,
 ``ROOT/<sha256 of the signature>/`` with arrays ``embed`` (T, C, E, E), ``high_res_0``
 (T, C/8, 4E, 4E), ``high_res_1`` (T, C/4, 2E, 2E) (T = 1, or the number of tiles) and the
-signature in its attributes. Writes are atomic: an entry is written under a temporary name
+signature and a crc32 per array in its attributes (an entry whose data does not match is a miss
+and is re-encoded and replaced). Writes are atomic: an entry is written under a temporary name
 (``.tmp-...``) and renamed into place only when complete, so a write that is killed midway
 leaves only a temporary folder, which readers never look at (and later writes remove).
 
@@ -28,6 +29,7 @@ import os
 import shutil
 import time
 import uuid
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ import torch
 
 from ..modeling import ImageFeatures
 from ..runtime import Runtime, runtime_of
+from .atomic import commit
 
 CACHE_FORMAT = 1
 MARKER = "edgetam-cache.json"
@@ -136,7 +139,7 @@ class EmbeddingCache:
         return sorted(p.name for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def __contains__(self, signature: dict[str, Any]) -> bool:
-        return self._open(signature) is not None
+        return self._load(signature) is not None
 
     def _open(self, signature: dict[str, Any]) -> Any:
         """The entry's zarr group if it exists and is the one asked for, else None."""
@@ -157,20 +160,33 @@ class EmbeddingCache:
             return None
         return group
 
-    def get(self, signature: dict[str, Any], device: torch.device | str = "cpu",
-            dtype: torch.dtype = torch.float32) -> ImageFeatures | None:
-        """The stored features for ``signature``, or None (a miss)."""
+    def _load(self, signature: dict[str, Any]) -> list[np.ndarray] | None:
+        """The entry's arrays (float32, see ARRAYS) if it is complete and every array matches the
+        checksum stored with it; None for a missing, foreign or damaged entry (a lost chunk reads as
+        zeros in zarr: only the checksum tells)."""
         group = self._open(signature)
         if group is None:
-            self.misses += 1
             return None
         try:
-            arrays = [torch.from_numpy(np.asarray(group[name][...])).to(device, dtype) for name in ARRAYS]
+            sums = dict(group.attrs).get("checksums")
+            arrays = [np.ascontiguousarray(group[name][...]) for name in ARRAYS]
         except Exception:
+            return None
+        if not isinstance(sums, dict) or any(sums.get(n) != _checksum(a) for n, a in zip(ARRAYS, arrays)):
+            return None
+        return arrays
+
+    def get(self, signature: dict[str, Any], device: torch.device | str = "cpu",
+            dtype: torch.dtype = torch.float32) -> ImageFeatures | None:
+        """The stored features for ``signature``, or None (a miss: absent, foreign or damaged;
+        a damaged entry is replaced by the next ``put``)."""
+        arrays = self._load(signature)
+        if arrays is None:
             self.misses += 1
             return None
         self.hits += 1
-        return ImageFeatures(arrays[0], (arrays[1], arrays[2]))
+        t = [torch.from_numpy(a).to(device, dtype) for a in arrays]
+        return ImageFeatures(t[0], (t[1], t[2]))
 
     def put(self, signature: dict[str, Any], features: ImageFeatures) -> Path | None:
         """Store ``features`` under ``signature`` (atomically); returns the entry's folder."""
@@ -183,23 +199,24 @@ class EmbeddingCache:
         if not marker.exists():
             _atomic_text(marker, json.dumps({"format": CACHE_FORMAT, "written_by": "edgetam-kit"}))
         final = self.entry_path(signature)
-        if self._open(signature) is not None:
+        if self._load(signature) is not None:  # a damaged entry is rewritten
             return final
         self._remove_stale_tmp()
         tmp = self.path / f".tmp-{final.name[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             group = zarr.open_group(str(tmp), mode="w")
             tensors = (features.embed, features.high_res[0], features.high_res[1])
+            sums = {}
             for name, t in zip(ARRAYS, tensors):
-                data = t.detach().float().cpu().numpy()
+                data = np.ascontiguousarray(t.detach().float().cpu().numpy())
                 arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=(1, *data.shape[1:]))
                 arr[...] = data
+                sums[name] = _checksum(data)
             group.attrs["signature"] = json.loads(json.dumps(signature))
             group.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            group.attrs["checksums"] = sums
             group.attrs["complete"] = True  # written last: an entry without it is never read
-            if final.exists():  # a stale or broken entry under our name: replace it
-                shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            commit(tmp, final)  # a stale or damaged entry under our name is swapped out
         except OSError:
             if self._open(signature) is None:  # not because another writer got there first
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -224,6 +241,11 @@ class EmbeddingCache:
                     shutil.rmtree(p, ignore_errors=True)
             except OSError:
                 pass
+
+
+def _checksum(arr: np.ndarray) -> str:
+    """crc32 of a C-contiguous array's bytes (catches lost chunks and flipped bytes, not forgery)."""
+    return f"crc32:{zlib.crc32(memoryview(arr).cast('B')):08x}"
 
 
 def _atomic_text(path: Path, text: str) -> None:

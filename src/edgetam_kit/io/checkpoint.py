@@ -226,6 +226,8 @@ def load_model(
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda:0', got {device!r}") from exc
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"device must be cpu, cuda[:N], mps or xpu (a device that computes), got {str(device)!r}")
 
     given_config = config
     kind, path, spec = resolve_source(source)

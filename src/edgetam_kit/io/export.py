@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..progress import report
+from .atomic import atomic_output
 
 OME_NGFF_VERSION = "0.4"
 LABEL_NAME = "masks"
@@ -37,13 +36,45 @@ class MaskSet:
     name: the image's name (file name for COCO, stem for per-image files);
     size: (H, W); annotations: ``AutoMaskGenerator`` records (``segmentation`` bool HxW or
     COCO RLE; ``predicted_iou`` etc. carried into COCO when present), or plain bool masks;
-    image: the pixels (HxW or HxWxC), written by formats that store them (OME-Zarr).
+    image: the pixels (HxW or HxWxC), written by formats that store them (OME-Zarr);
+    stem: the file stem per-image formats write (``<stem>.tif``); None: from ``name`` by
+    ``file_stems`` (the name's stem, or the whole name where two stems would clash).
     """
 
     name: str
     size: tuple[int, int]
     annotations: Sequence[Any]
     image: np.ndarray | None = None
+    stem: str | None = None
+
+
+def file_stems(names: Sequence[str]) -> list[str]:
+    """Unique output file stems for image ``names``: each name's stem (``a.png`` -> ``a``), except
+    where stems clash (compared case-insensitively, as macOS and Windows do): those keep their
+    suffix (``a.png`` -> ``a.png``, ``a.jpg`` -> ``a.jpg``), so no image overwrites another's file.
+    ValueError naming the clash when names are empty or still ambiguous."""
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or Path(name).stem in ("", ".", ".."):
+            raise ValueError(f"items[{i}].name must be a non-empty file name (e.g. 'cells.png'), got {name!r}")
+    stems = [Path(n).stem for n in names]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
+    stems = [Path(n).name if counts[s.casefold()] > 1 else s for n, s in zip(names, stems)]
+    return _unique(stems, names)
+
+
+def _unique(stems: list[str], names: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    for i, s in enumerate(stems):
+        if not isinstance(s, str) or s in ("", ".", "..") or "/" in s or os.sep in s:
+            raise ValueError(f"items[{i}].stem must be a file name without folders, got {s!r}")
+        if s.casefold() in seen:
+            j = seen[s.casefold()]
+            raise ValueError(f"items: {names[j]!r} and {names[i]!r} would both be written as {s!r} (file names "
+                             "are compared case-insensitively); rename one, or give each MaskSet a distinct stem")
+        seen[s.casefold()] = i
+    return stems
 
 
 def _mask_of(ann: Any, size: tuple[int, int], where: str) -> np.ndarray:
@@ -84,7 +115,9 @@ def _check_items(items: Any) -> list[MaskSet]:
     names = [i.name for i in items]
     if len(set(names)) != len(names):
         raise ValueError(f"items: image names must be unique (they name the output files), got {names}")
-    return list(items)
+    auto = file_stems(names)
+    stems = _unique([auto[k] if i.stem is None else i.stem for k, i in enumerate(items)], names)
+    return [i if i.stem == s else replace(i, stem=s) for i, s in zip(items, stems)]
 
 
 def labels_from_annotations(annotations: Sequence[Any], size: tuple[int, int]) -> np.ndarray:
@@ -101,7 +134,7 @@ def _out_files(items: list[MaskSet], out: Path, suffixes: tuple[str, ...]) -> li
         return [out]
     if out.suffix.lower() in suffixes:
         raise ValueError(f"out: {out} names one file but there are {len(items)} images; give a folder")
-    return [out / f"{Path(i.name).stem}{suffixes[0]}" for i in items]
+    return [out / f"{i.stem}{suffixes[0]}" for i in items]
 
 
 # ----------------------------------------------------------------------------- TIFF
@@ -112,11 +145,9 @@ def write_label_tiff(items: Any, out: str | os.PathLike, progress: Any = None) -
     items = _check_items(items)
     files = _out_files(items, Path(out), (".tif", ".tiff"))
     for k, (item, path) in enumerate(zip(items, files)):
-        path.parent.mkdir(parents=True, exist_ok=True)
         labels = labels_from_annotations(item.annotations, item.size)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tifffile.imwrite(tmp, labels, compression="zlib", metadata={"axes": "YX"})
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            tifffile.imwrite(tmp, labels, compression="zlib", metadata={"axes": "YX"})
         report(progress, k + 1, len(items))
     return files
 
@@ -166,10 +197,8 @@ def write_coco(items: Any, out: str | os.PathLike, progress: Any = None) -> list
     out = Path(out)
     path = out if out.suffix.lower() == ".json" else out / "annotations.json"
     data = coco_dict(items)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data))
     report(progress, 1, 1)
     return [path]
 
@@ -206,47 +235,48 @@ def _write_levels(group: Any, levels: list[np.ndarray], chunk: int = 512) -> Non
         arr[...] = level
 
 
+def _write_zarr_item(tmp: Path, item: MaskSet, labels: np.ndarray) -> None:
+    """One image's OME-Zarr group at ``tmp`` (renamed into place by the caller)."""
+    import zarr
+
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+    yx = [{"name": "y", "type": "space", "unit": "pixel"}, {"name": "x", "type": "space", "unit": "pixel"}]
+    if item.image is not None:
+        img = np.asarray(item.image)
+        if img.shape[:2] != tuple(item.size):
+            raise ValueError(f"{item.name}: image shape {img.shape} does not match size {tuple(item.size)}")
+        axes = yx if img.ndim == 2 else [{"name": "c", "type": "channel"}] + yx
+        data = img if img.ndim == 2 else np.moveaxis(img, -1, 0)
+        levels = _pyramid(np.ascontiguousarray(data))
+        _write_levels(root, levels)
+        root.attrs["multiscales"] = _multiscales(item.name, axes, len(levels), 2)
+        label_axes = yx if img.ndim == 2 else axes
+        label_data = labels if img.ndim == 2 else labels[None]
+    else:
+        label_axes, label_data = yx, labels
+    labels_group = root.require_group("labels")
+    labels_group.attrs["labels"] = [LABEL_NAME]
+    lg = labels_group.require_group(LABEL_NAME)
+    levels = _pyramid(label_data)
+    _write_levels(lg, levels)
+    lg.attrs["multiscales"] = _multiscales(LABEL_NAME, label_axes, len(levels), 2)
+    lg.attrs["image-label"] = {
+        "version": OME_NGFF_VERSION,
+        "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}],
+        "source": {"image": "../../"},
+    }
+
+
 def write_ome_zarr(items: Any, out: str | os.PathLike, progress: Any = None) -> list[Path]:
     """OME-Zarr (NGFF 0.4, zarr v2 format) per image: the image as a multiscale pyramid when
     given (axes c, y, x or y, x) and ``labels/masks`` as a multiscale uint32 label image with
     ``image-label`` metadata. ``out`` = image.zarr (one image) or a folder."""
-    import zarr
-
     items = _check_items(items)
     files = _out_files(items, Path(out), (".zarr", ".ome.zarr"))
     for k, (item, path) in enumerate(zip(items, files)):
         labels = labels_from_annotations(item.annotations, item.size)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        yx = [{"name": "y", "type": "space", "unit": "pixel"}, {"name": "x", "type": "space", "unit": "pixel"}]
-        if item.image is not None:
-            img = np.asarray(item.image)
-            if img.shape[:2] != tuple(item.size):
-                raise ValueError(f"{item.name}: image shape {img.shape} does not match size {tuple(item.size)}")
-            axes = yx if img.ndim == 2 else [{"name": "c", "type": "channel"}] + yx
-            data = img if img.ndim == 2 else np.moveaxis(img, -1, 0)
-            levels = _pyramid(np.ascontiguousarray(data))
-            _write_levels(root, levels)
-            root.attrs["multiscales"] = _multiscales(item.name, axes, len(levels), 2)
-            label_axes = yx if img.ndim == 2 else axes
-            label_data = labels if img.ndim == 2 else labels[None]
-        else:
-            label_axes, label_data = yx, labels
-        labels_group = root.require_group("labels")
-        labels_group.attrs["labels"] = [LABEL_NAME]
-        lg = labels_group.require_group(LABEL_NAME)
-        levels = _pyramid(label_data)
-        _write_levels(lg, levels)
-        lg.attrs["multiscales"] = _multiscales(LABEL_NAME, label_axes, len(levels), 2)
-        lg.attrs["image-label"] = {
-            "version": OME_NGFF_VERSION,
-            "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}],
-            "source": {"image": "../../"},
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            _write_zarr_item(tmp, item, labels)
         report(progress, k + 1, len(items))
     return files
 

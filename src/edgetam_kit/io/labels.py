@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+MAX_LABEL = 2**32 - 1  # label images are uint32: object ids are in [1, MAX_LABEL]
+
 
 def paint_labels(masks: np.ndarray | Sequence[np.ndarray], ids: Sequence[int] | np.ndarray,
                  out: np.ndarray | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -16,6 +18,8 @@ def paint_labels(masks: np.ndarray | Sequence[np.ndarray], ids: Sequence[int] | 
     ids = np.asarray(ids)
     if ids.ndim != 1 or len(ids) != len(masks):
         raise ValueError(f"ids must hold one id per mask ({len(masks)}), got shape {ids.shape}")
+    if len(ids) and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() > MAX_LABEL):
+        raise ValueError(f"ids must be ints in [0, {MAX_LABEL}] (label images are uint32), got {ids.tolist()}")
     if out is None:
         if len(masks):
             shape = tuple(np.asarray(masks[0]).shape)

@@ -23,6 +23,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .tiff_health import tiff_damage
+
 BUILTIN_PRIORITY = -100
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -72,7 +74,17 @@ class BaseSource(abc.ABC):
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` (negative counts from the end) as an (H, W[, C]) array."""
         i = self._index(i)
-        return self._checked(i, self._read(i))
+        return self._checked(i, self._read_named(i))
+
+    def _read_named(self, i: int) -> np.ndarray:
+        """``_read(i)``; a reader's failure (truncated or corrupt file, any library's error type)
+        becomes a ValueError naming the source and the frame (its file, where there is one)."""
+        try:
+            return self._read(i)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise ValueError(f"{self.name}: cannot read {self._where(i)} ({type(exc).__name__}: {exc})") from exc
 
     @abc.abstractmethod
     def _read(self, i: int) -> np.ndarray:
@@ -173,7 +185,7 @@ class ImageFolderSource(BaseSource):
             raise ValueError(f"source: folder {self.folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         self.files = sorted(files, key=lambda p: (_natural_key(p.name), p.name))
         self._n = len(self.files)
-        first = self._read(0)
+        first = self._read_named(0)
         self.frame_shape, self._dtype = first.shape, first.dtype
         if check_sizes:
             for i, p in enumerate(self.files[1:], start=1):
@@ -208,15 +220,26 @@ class TiffStackSource(BaseSource):
 
         self.path = Path(path).expanduser()
         self.name, self._mm = str(self.path), None
-        try:
-            self._tif = tifffile.TiffFile(self.path)
-        except Exception as exc:
-            raise ValueError(f"source: cannot read TIFF {self.path}: {type(exc).__name__}: {exc}") from exc
+        with tiff_damage() as damage:
+            try:
+                self._tif = tifffile.TiffFile(self.path)
+                _ = len(self._tif.pages), self._tif.series  # walk the page chain and series now
+            except Exception as exc:
+                raise ValueError(f"source: cannot read TIFF {self.path}: {type(exc).__name__}: {exc}") from exc
         tif = self._tif
+        if damage:
+            tif.close()
+            raise ValueError(f"source: TIFF {self.path} is truncated or damaged ({damage[0]}); only part of it "
+                             "could be read")
         tif.filehandle.set_lock(True)  # pages read from several threads share one file position
         if not tif.series:
             tif.close()
             raise ValueError(f"source: TIFF {self.path} holds no images")
+        if series is not None and (isinstance(series, bool) or not isinstance(series, int)
+                                   or not 0 <= series < len(tif.series)):
+            tif.close()
+            raise ValueError(f"series must be an int in [0, {len(tif.series) - 1}] (the series of {self.path}), "
+                             f"got {series!r}")
         if series is None and len(tif.series) > 1 and not (tif.is_imagej or tif.is_ome):
             pages = [p for p in tif.pages if not getattr(p, "is_reduced", False)]
             self.frame_shape, self._dtype = tuple(pages[0].shape), np.dtype(pages[0].dtype).newbyteorder("=")
@@ -234,7 +257,11 @@ class TiffStackSource(BaseSource):
         self._n = math.prod(s.shape[:-nd]) if len(s.shape) > nd else 1
         self._dtype = np.dtype(s.dtype).newbyteorder("=")
         if s.dataoffset is not None:  # contiguous and uncompressed: map it, read frames on demand
-            self._map = tifffile.memmap(self.path, series=series or 0, mode="r")
+            try:
+                self._map = tifffile.memmap(self.path, series=series or 0, mode="r")
+            except ValueError as exc:  # "mmap length is greater than file size": cut short
+                tif.close()
+                raise ValueError(f"source: TIFF {self.path} is truncated or damaged ({exc})") from exc
             self._mm = self._map.reshape(self._n, *self.frame_shape)
             tif.close()
         elif len(s.pages) == self._n:

@@ -42,7 +42,8 @@ class Exporter:
     write: ``write(items, out, progress=None) -> list[Path]`` where ``items`` is a list of
     ``edgetam_kit.export.MaskSet`` (one per image: name, size, annotations, image) and
     ``out`` a ``pathlib.Path`` (a file or a folder, as the format decides); returns the
-    paths written. suffix: what it writes (".json", ".tif", ".zarr", ...), for help texts.
+    paths written; per-image files are named after ``item.stem`` (unique among the items:
+    ``export_masks`` fills it). suffix: what it writes (".json", ".tif", ".zarr", ...), for help texts.
     combined: True when all images go into one file (COCO): callers then collect every
     image's masks before one ``write``; otherwise they may call ``write`` per image.
     """
