@@ -360,7 +360,7 @@ class _Watched(torch.Tensor):
 def test_automask_keeps_tensors_on_the_device_until_the_final_masks(tiny_refs, amg_images, monkeypatch) -> None:
     """Issue 19: logits, upscaled masks, stability, boxes and the filters never leave the model's
     device; the only copies to the host are the final masks (as run lengths) and their scores, in
-    _records_on_host. Checked with a tensor type that records host copies (CPU here, the same code
+    records_on_host. Checked with a tensor type that records host copies (CPU here, the same code
     on a GPU); the result is unchanged."""
     from edgetam_kit.runtime.runtime import Runtime
 
@@ -384,8 +384,8 @@ def test_automask_keeps_tensors_on_the_device_until_the_final_masks(tiny_refs, a
     # host work on them (NMS, annotations) is not a device copy and is not counted.
     core = {"_filter_batch", "_process_region", "decode", "decode_chunk"}
     strays = [(name, sorted(stack & core)) for name, stack in _Watched.copies
-              if stack & core and "_records_on_host" not in stack]
-    assert any("_records_on_host" in stack for _, stack in _Watched.copies)
+              if stack & core and "records_on_host" not in stack]
+    assert any("records_on_host" in stack for _, stack in _Watched.copies)
     assert not strays, f"host copies before the final masks: {strays[:5]}"
     assert len(got) == len(want) and all(np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(got, want))
 

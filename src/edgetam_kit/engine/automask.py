@@ -40,8 +40,8 @@ import torch
 from ..modeling import EdgeTam, ImageFeatures
 from ..progress import Cancelled, is_cancelled, report
 from ..transforms import _as_array, to_unit_rgb, upscale_logits
-from .masks import (MaskRecords, annotations, crop_boxes, encode_rles, encode_rles_on_device, masks_to_boxes, near_crop_edge, point_grid,
-                    remove_small_regions, stability_score)
+from .masks import (MaskRecords, annotations, crop_boxes, encode_rles, masks_to_boxes, near_crop_edge, point_grid,
+                    records_on_host, remove_small_regions, stability_score)
 from .predictor import ImagePredictor
 
 OUTPUT_MODES = ("binary_mask", "coco_rle", "uncompressed_rle")
@@ -350,7 +350,7 @@ class AutoMaskGenerator:
         boxes = masks_to_boxes(m) + torch.tensor([[x0, y0, x0, y0]], device=device)
         keep = ~near_crop_edge(boxes, crop, image_box)
         m, st, iou, pts, boxes = m[keep], st[keep], iou[keep], pts[keep], boxes[keep]
-        return _records_on_host(m, boxes, iou, st, pts + torch.tensor([[x0, y0]], device=device), box, crop)
+        return records_on_host(m, boxes, iou, st, pts + torch.tensor([[x0, y0]], device=device), box, crop)
 
     def _remove_small_regions(self, records: MaskRecords, hw: tuple[int, int]) -> MaskRecords:
         """Fill small holes, drop small islands, then NMS preferring unchanged masks."""
@@ -375,22 +375,6 @@ class AutoMaskGenerator:
         records = MaskRecords(new_rles, records.regions, torch.stack(new_boxes), records.iou, records.stability,
                               records.points, records.crop_boxes, records.cut, records.tile)
         return records.nms(torch.tensor(scores), max(self.config.box_nms_thresh, self.config.crop_nms_thresh))
-
-
-def _records_on_host(masks: torch.Tensor, boxes: torch.Tensor, iou: torch.Tensor, stability: torch.Tensor,
-                     points: torch.Tensor, region: Sequence[int], crop: Sequence[int]) -> MaskRecords:
-    """The final masks of one batch (N, H, W) bool and their boxes / scores / points (image
-    pixels) -> host MaskRecords; masks leave the device as run lengths (encode_rles_on_device)."""
-    n = len(masks)
-    rles = encode_rles(masks.numpy()) if masks.device.type == "cpu" else encode_rles_on_device(masks)
-    return MaskRecords(
-        rles=rles,
-        regions=np.tile(np.array([list(region)], np.int64), (n, 1)),
-        boxes=boxes.cpu(), iou=iou.cpu(), stability=stability.cpu(),
-        points=points.cpu().numpy(),
-        crop_boxes=np.tile(np.array([list(crop)], np.int64), (n, 1)),
-        cut=np.zeros(n, bool), tile=np.zeros(n, np.int64),
-    )
 
 
 class _Counter:

@@ -258,3 +258,19 @@ def annotations(records: MaskRecords, hw: tuple[int, int], output_mode: str) -> 
         })
     order = sorted(range(len(anns)), key=lambda k: -anns[k]["area"])
     return [anns[k] for k in order]
+
+
+def records_on_host(masks: torch.Tensor, boxes: torch.Tensor, iou: torch.Tensor, stability: torch.Tensor,
+                     points: torch.Tensor, region: Sequence[int], crop: Sequence[int]) -> MaskRecords:
+    """The final masks of one batch (N, H, W) bool and their boxes / scores / points (image
+    pixels) -> host MaskRecords; masks leave the device as run lengths (encode_rles_on_device)."""
+    n = len(masks)
+    rles = encode_rles(masks.numpy()) if masks.device.type == "cpu" else encode_rles_on_device(masks)
+    return MaskRecords(
+        rles=rles,
+        regions=np.tile(np.array([list(region)], np.int64), (n, 1)),
+        boxes=boxes.cpu(), iou=iou.cpu(), stability=stability.cpu(),
+        points=points.cpu().numpy(),
+        crop_boxes=np.tile(np.array([list(crop)], np.int64), (n, 1)),
+        cut=np.zeros(n, bool), tile=np.zeros(n, np.int64),
+    )
