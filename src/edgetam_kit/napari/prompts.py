@@ -134,7 +134,7 @@ class PromptHandling:
         """Click-to-mask for the current object on the current plane (GUI thread); embeds the
         plane in a worker first when needed, then segments. Only the pixels that change are
         written into the ``edgetam current`` Labels layer."""
-        if self.image_layer is None or self.points_layer is None:
+        if not self._ensure_layers():
             return
         if self.state.model is None:
             self._say("load a model first")

@@ -52,6 +52,7 @@ class LongTasks:
         if self.model_box.findText(msg.source) < 0:
             self.model_box.insertItem(0, msg.source)
         self.model_box.setCurrentText(msg.source)
+        self._update_enabled()
         self._say(f"model {msg.source} loaded ({'tracks' if msg.model.has_video else 'image only'})")
 
     def _on_cache_dir(self) -> None:
@@ -92,12 +93,13 @@ class LongTasks:
         self._edit = Edit(f"propagate {direction}")
         self.state.push_undo(self._edit, self.state.committed_copy())
         self._frame_prefix = here
+        self._task_output = self.output_layer  # written to even if another image is picked meanwhile
         frames = self.geom.frames(self.current_prefix())
         gen = track_steps(self.state.model, frames, prompts, direction, self.channels, self._fresh_cancel())
         return self._start(gen, f"propagate {direction}", self._on_frame)
 
     def _on_frame(self, msg: FrameResult) -> None:
-        output = self.output_layer
+        output = self._task_output
         index = self._frame_prefix + (msg.frame,)
         new = paint_objects(output.data[index], msg.obj_ids, msg.masks, replace=True)
         write_plane(output.data, index, new, self._edit)
@@ -116,17 +118,18 @@ class LongTasks:
         prefix = self.current_prefix()
         first = next_free_id(output.data, taken=list(self.state.committed))
         self._auto_prefix = prefix
+        self._task_output, self._task_image = output, self.state.image
         gen = automask_steps(self.state.model, self.geom.plane(prefix), first, self.channels, self._fresh_cancel(),
                              cache=self._cache_dir(), points_per_side=int(self.pps_spin.value()))
         return self._start(gen, "segment everything", self._on_auto)
 
     def _on_auto(self, msg: AutoResult) -> None:
-        output, prefix = self.output_layer, self._auto_prefix
+        output, prefix = self._task_output, self._auto_prefix
         plane = output.data[prefix]
         new = np.where((plane == 0) & (msg.labels > 0), msg.labels, plane).astype(plane.dtype)
         edit = Edit("segment everything")
         write_plane(output.data, prefix, new, edit)
-        self.state.push_undo(edit, self.state.committed_copy())
+        self.state.push_undo(edit, self.state.committed_copy(), self._task_image)
         output.refresh()
         self._say(f"segment everything: {msg.count} masks")
 
