@@ -104,3 +104,86 @@ def test_the_widget_says_what_is_missing(qtbot, tmp_path, monkeypatch) -> None:
         assert len(widget.points_layer.data) == 0
     finally:
         viewer.close()
+
+
+# ---------------------------------------------------------------------- 2. lifecycle
+def close_button(dock):
+    from qtpy.QtWidgets import QPushButton
+
+    return dock.findChild(QPushButton, "QTitleBarCloseButton")
+
+
+def test_the_dock_close_button_tears_down_and_reopening_adopts_the_layers(qtbot, model_dir, tmp_path,
+                                                                        monkeypatch) -> None:
+    viewer, dock, widget = open_viewer(qtbot, tmp_path, monkeypatch, model_dir)  # no fixture holds it
+    try:
+        (image,) = viewer.open_sample(PLUGIN, "cells-2d")
+        click(viewer, qtbot, image, (300, 250))
+        wait_idle(qtbot, widget)
+        key(viewer, qtbot, "c")
+        click(viewer, qtbot, image, (500, 100))  # object 2, not committed
+        wait_idle(qtbot, widget)
+        before = names(viewer)
+        committed = widget.output_layer.data.copy()
+        ref = weakref.ref(widget)
+
+        from qtpy.QtCore import Qt
+
+        qtbot.mouseClick(close_button(dock), Qt.MouseButton.LeftButton)
+        del widget, dock
+        for _ in range(3):
+            qtbot.wait(50)
+            gc.collect()
+        assert ref() is None  # nothing keeps the closed widget alive
+        assert names(viewer) == before  # the layers stay
+        assert not viewer.mouse_drag_callbacks or all(
+            getattr(cb, "__self__", None) is None or not isinstance(cb.__self__, EdgeTamWidget)
+            for cb in viewer.mouse_drag_callbacks)
+        pts = next(ly for ly in viewer.layers if ly.name.startswith("edgetam prompts"))
+        viewer.layers.selection.active = image
+        key(viewer, qtbot, "c")  # no widget: C is napari's auto-contrast on the image again, nothing commits
+        assert (next(ly for ly in viewer.layers if ly.name.startswith("edgetam objects")).data == committed).all()
+        assert len(pts.data) == 1
+
+        _dock2, widget2 = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+        wait_idle(qtbot, widget2)
+        assert names(viewer) == before  # adopted, not `edgetam prompts [1]`
+        assert widget2.image_layer is image and widget2.points_layer is pts
+        assert widget2.obj_id == 3  # ids continue after the committed 1 and the prompted 2
+        np.testing.assert_array_equal(widget2.output_layer.data, committed)
+        key(viewer, qtbot, "c")  # commits the adopted object 2
+        assert set(np.unique(widget2.output_layer.data)) == {0, 1, 2}
+        assert len(pts.data) == 0 and not widget2.current_layer.data.any()
+    finally:
+        viewer.close()
+
+
+def test_deleted_layers_come_back_and_renames_are_followed(session, qtbot) -> None:
+    viewer, _dock, widget = session
+    (image,) = viewer.open_sample(PLUGIN, "cells-2d")
+    click(viewer, qtbot, image, (300, 250))
+    wait_idle(qtbot, widget)
+    key(viewer, qtbot, "c")
+    viewer.layers.remove(widget.points_layer)  # deleted by hand
+    viewer.layers.remove(widget.output_layer)
+    viewer.layers.selection.active = image
+    click(viewer, qtbot, image, (500, 100))  # the prompts layer is made again for this click
+    wait_idle(qtbot, widget)
+    assert len(widget.points_layer.data) == 1 and widget.points_layer in viewer.layers
+    assert widget.current_layer.data.max() == 2
+    key(viewer, qtbot, "c")  # the objects layer is made again for this commit
+    assert widget.output_layer in viewer.layers and widget.output_layer.data.max() == 2
+    assert sorted(n for n in names(viewer) if n.startswith("edgetam")) == sorted(
+        f"{r} · cells 2D" for r in ("edgetam prompts", "edgetam boxes", "edgetam current", "edgetam objects"))
+
+    viewer.layers.remove(widget.current_layer)
+    key(viewer, qtbot, "n")  # next object: not silently ignored
+    assert widget.obj_id == 3 and widget.current_layer in viewer.layers
+
+    image.name = "nuclei"
+    assert widget.image_box.currentText() == "nuclei" and widget.image_box.count() == 1
+    assert sorted(n for n in names(viewer) if n.startswith("edgetam")) == sorted(
+        f"{r} · nuclei" for r in ("edgetam prompts", "edgetam boxes", "edgetam current", "edgetam objects"))
+    click(viewer, qtbot, image, (100, 400))
+    wait_idle(qtbot, widget)
+    assert widget.current_layer.data.max() == 3

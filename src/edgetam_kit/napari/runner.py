@@ -40,6 +40,16 @@ def start_task(gen: Iterator[Any], desc: str, on_result: Callable[[Any], None],
         if not state["ended"]:
             state["ended"] = True
             on_end(outcome, error)
+            release()
+
+    def release() -> None:
+        """Drop the connections to the widget's callbacks (the worker object may outlive the
+        task; a closed widget must not be kept alive by it)."""
+        for signal, slot in ((worker.yielded, on_yield), (worker.errored, on_error), (worker.finished, on_finished)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
 
     def handle(item: Any) -> None:
         if item is end:
@@ -73,7 +83,10 @@ def start_task(gen: Iterator[Any], desc: str, on_result: Callable[[Any], None],
             finish(END_CANCELLED)
 
     worker.yielded.connect(on_yield)
-    worker.errored.connect(lambda exc: finish(END_FAILED, exc))
+    def on_error(exc: BaseException) -> None:
+        finish(END_FAILED, exc)
+
+    worker.errored.connect(on_error)
     worker.finished.connect(on_finished)
     worker.start()
     return worker
