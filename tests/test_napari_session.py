@@ -187,3 +187,54 @@ def test_deleted_layers_come_back_and_renames_are_followed(session, qtbot) -> No
     click(viewer, qtbot, image, (100, 400))
     wait_idle(qtbot, widget)
     assert widget.current_layer.data.max() == 3
+
+
+# ---------------------------------------------------------------------- 3. per-image state
+def plugin_layers(viewer, image) -> dict:
+    from edgetam_kit.napari.layers import find_plugin_layers, image_uid
+
+    return find_plugin_layers(viewer.layers, image_uid(image))
+
+
+def test_each_image_keeps_its_layers_ids_and_undo(session, qtbot) -> None:
+    viewer, _dock, widget = session
+    (a,) = viewer.open_sample(PLUGIN, "cells-2d")
+    click(viewer, qtbot, a, (300, 250))
+    wait_idle(qtbot, widget)
+    key(viewer, qtbot, "c")
+    out_a = widget.output_layer
+    before_a = out_a.data.copy()
+    assert set(np.unique(before_a)) == {0, 1}
+
+    b = viewer.add_image(a.data[::-1].copy(), name="flipped")  # napari selects it
+    click(viewer, qtbot, b, (300, 250))  # a click on the selected image: the widget moves to it
+    wait_idle(qtbot, widget)
+    assert widget.image_layer is b and len(widget.points_layer.data) == 1
+    assert all(not ly.visible for ly in plugin_layers(viewer, a).values())  # A's layers hidden with A
+    assert all(ly.visible and ly.name.endswith("· flipped") for ly in plugin_layers(viewer, b).values())
+    key(viewer, qtbot, "c")
+    out_b = widget.output_layer
+    assert out_b is not out_a and out_b.name == "edgetam objects · flipped"
+    assert set(np.unique(out_b.data)) == {0, 1}  # B's own ids start at 1
+    np.testing.assert_array_equal(out_a.data, before_a)
+
+    viewer.layers.selection.active = a
+    click(viewer, qtbot, a, (500, 100))  # back on A: ids continue from A's highest
+    wait_idle(qtbot, widget)
+    assert widget.image_layer is a and widget.obj_id == 2
+    assert not any(ly.visible for ly in plugin_layers(viewer, b).values())
+    key(viewer, qtbot, "c")
+    assert widget.output_layer is out_a and set(np.unique(out_a.data)) == {0, 1, 2}
+    assert not any("[1]" in n for n in names(viewer))
+    key(viewer, qtbot, "u")  # A's history: its second commit, then its first
+    np.testing.assert_array_equal(out_a.data, before_a)
+    key(viewer, qtbot, "u")
+    assert not out_a.data.any()
+    key(viewer, qtbot, "u")
+    assert "nothing to undo" in widget.status.text()
+    assert set(np.unique(out_b.data)) == {0, 1}  # B untouched by A's undo
+
+    widget.image_box.setCurrentText("flipped")
+    assert widget.image_layer is b and widget.obj_id == 2
+    key(viewer, qtbot, "u")  # B's history was kept
+    assert not out_b.data.any()
