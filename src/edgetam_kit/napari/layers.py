@@ -134,6 +134,20 @@ def make_points_layer(viewer: Any, image: Any, ndim: int, name: str) -> Any:
         face_color="prompt", face_color_cycle=PROMPT_COLORS, border_color="white", **spatial_kwargs(image))
 
 
+def set_point_defaults(layer: Any, kind: str, obj_id: int) -> None:
+    """What the next point of a prompts layer is (``kind``: positive / negative; ``obj_id``).
+
+    The layer controls' face-colour swatch shows ``current_face_color``, which napari takes from
+    the selected point (it selects each point added), not from the defaults: in add mode the
+    selection is dropped and the colour of ``kind`` set, so the swatch shows the polarity (with
+    no point selected, setting it recolours none)."""
+    layer.feature_defaults = {"prompt": kind, "obj_id": int(obj_id)}
+    if layer.mode == "add" and len(layer.selected_data):
+        layer.selected_data = set()
+    if not len(layer.selected_data):
+        layer.current_face_color = PROMPT_COLORS[kind]
+
+
 def make_shapes_layer(viewer: Any, image: Any, ndim: int, name: str) -> Any:
     return viewer.add_shapes(ndim=ndim, name=name, face_color="transparent", edge_color="yellow",
                              edge_width=max(1.0, min(image.data.shape[-2:]) / 300), **spatial_kwargs(image))

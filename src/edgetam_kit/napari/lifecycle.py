@@ -127,8 +127,7 @@ class ImageLayers:
         if role == "points":
             if self._on_press not in layer.mouse_drag_callbacks:
                 layer.mouse_drag_callbacks.insert(0, self._on_press)
-            layer.feature_defaults = {"prompt": L.NEGATIVE if self.state.negative else L.POSITIVE,
-                                      "obj_id": self.obj_id}
+            L.set_point_defaults(layer, L.NEGATIVE if self.state.negative else L.POSITIVE, self.obj_id)
         if role == "boxes":
             layer.feature_defaults = {"obj_id": self.obj_id}
         if role != "output":
@@ -226,7 +225,7 @@ class ImageLayers:
             self._say(f"the click is outside the image '{self.image_layer.name}'")
             return
         neg = self.state.negative ^ modifier
-        pts.feature_defaults = {"prompt": L.NEGATIVE if neg else L.POSITIVE, "obj_id": self.obj_id}
+        L.set_point_defaults(pts, L.NEGATIVE if neg else L.POSITIVE, self.obj_id)
         pts.add(coords)
 
     def _on_ndisplay(self, event: Any = None) -> None:

@@ -44,7 +44,7 @@ class PromptHandling:
         # setting feature_defaults updates the layer's colour managers: only when they change
         if not (len(defaults) and defaults["prompt"].iloc[0] == kind
                 and int(defaults["obj_id"].iloc[0]) == self.obj_id):
-            layer.feature_defaults = {"prompt": kind, "obj_id": self.obj_id}
+            L.set_point_defaults(layer, kind, self.obj_id)
         self._decode_ahead(layer, getattr(event, "position", None), not neg)
 
     def _decode_ahead(self, layer: Any, position: Any, positive: bool) -> None:
@@ -72,6 +72,11 @@ class PromptHandling:
         if action is not None and str(action) not in _PROMPT_ACTIONS:
             return
         self.segment()
+        pts = self.points_layer
+        toggle = L.NEGATIVE if self.state.negative else L.POSITIVE
+        defaults = pts.feature_defaults if pts is not None else ()
+        if len(defaults) and defaults["prompt"].iloc[0] != toggle:  # after a Ctrl-click: back to the toggle
+            L.set_point_defaults(pts, toggle, self.obj_id)
 
     def current_prefix(self) -> tuple[int, ...]:
         """Leading indices of the plane the viewer shows (() for a 2D image)."""

@@ -129,9 +129,12 @@ class LongTasks:
         new = np.where((plane == 0) & (msg.labels > 0), msg.labels, plane).astype(plane.dtype)
         edit = Edit("segment everything")
         write_plane(output.data, prefix, new, edit)
+        if not edit.planes:  # nothing written: no undo step
+            self._say(f"segment everything: {msg.count} masks, none on background: nothing changed")
+            return
         self.state.push_undo(edit, self.state.committed_copy(), self._task_image)
         output.refresh()
-        self._say(f"segment everything: {msg.count} masks")
+        self._say(f"segment everything: {msg.count} masks ({edit.pixels} pixels)")
 
     # ------------------------------------------------------------------ workers
     def cancel(self) -> None:

@@ -156,7 +156,29 @@ class EdgeTamWidget(ImageLayers, PromptHandling, LabelEditing, LongTasks, QWidge
         layout.addWidget(help_text)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        self._add_tooltips()
         self._update_enabled()
+
+    def _add_tooltips(self) -> None:
+        """A tooltip on every control."""
+        tips = {
+            self.load_button: "load the checkpoint named in the model box (in the background)",
+            self.image_box: "the Image layer to annotate; each image keeps its own prompts, objects and undo",
+            self.mode_box: "how the leading axis is read: 2D, z-stack, time-lapse or RGB video (guessed)",
+            self.channel_box: "RGB, or one channel of an RGB image shown to the model as grey",
+            self.output_box: "where committed objects go: a new 'edgetam objects' layer or a Labels layer of yours",
+            self.obj_spin: "the id the next prompts belong to (painted into the Labels layers)",
+            self.direction_box: "propagation direction through the stack",
+            self.commit_button: "write the uncommitted objects into the output layer and start a new object (C)",
+            self.clear_button: "remove the current object's prompts and mask (Shift-C)",
+            self.next_button: "start a new object; the objects prompted so far stay until committed (N)",
+            self.undo_button: "undo the last commit, propagation or segment-everything of this image (U)",
+            self.propagate_button: "commit, then track every committed object through the stack",
+            self.everything_button: "automatic masks on the plane shown, added where the output is background",
+            self.cancel_button: "stop the running task after its current step; results so far are kept",
+        }
+        for control, tip in tips.items():
+            control.setToolTip(tip)
 
     def _say(self, text: str) -> None:
         self.status.setText(text)
@@ -287,11 +309,9 @@ class EdgeTamWidget(ImageLayers, PromptHandling, LabelEditing, LongTasks, QWidge
             self.obj_spin.setValue(max(self.obj_id, free))
 
     def _on_obj_id(self, value: int) -> None:
-        for layer in (self.points_layer, self.boxes_layer):
-            if layer is not None:
-                defaults = {"obj_id": int(value)}
-                if layer is self.points_layer:
-                    defaults["prompt"] = L.NEGATIVE if self.state.negative else L.POSITIVE
-                layer.feature_defaults = defaults
+        if self.points_layer is not None:
+            L.set_point_defaults(self.points_layer, L.NEGATIVE if self.state.negative else L.POSITIVE, value)
+        if self.boxes_layer is not None:
+            self.boxes_layer.feature_defaults = {"obj_id": int(value)}
         if self.current_layer is not None:
             self.current_layer.selected_label = int(value)
