@@ -33,13 +33,15 @@ def wait_idle(qtbot, widget: Any) -> None:
     assert widget.last_error is None, widget.last_error
 
 
-def open_viewer(qtbot, tmp_path, monkeypatch, model_dir: Any = None) -> tuple[Any, Any, Any]:
+def open_viewer(qtbot, tmp_path, monkeypatch, model_dir: Any = None, fresh: bool = True) -> tuple[Any, Any, Any]:
     """A hidden viewer with the widget docked; ``model_dir`` (remembered in the settings) is
-    loaded when the widget opens. Returns (viewer, dock, widget)."""
+    loaded when the widget opens. fresh=False: the settings an earlier viewer left are kept.
+    Returns (viewer, dock, widget)."""
     import napari
 
     monkeypatch.setenv(st.ENV_SETTINGS, str(tmp_path / "settings.json"))
-    st.save_settings(st.Settings(model=str(model_dir or ""), cache_dir=str(tmp_path / "cache")))
+    if fresh:
+        st.save_settings(st.Settings(model=str(model_dir or ""), cache_dir=str(tmp_path / "cache")))
     viewer = napari.Viewer(show=False)
     dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     wait_idle(qtbot, widget)

@@ -238,3 +238,60 @@ def test_each_image_keeps_its_layers_ids_and_undo(session, qtbot) -> None:
     assert widget.image_layer is b and widget.obj_id == 2
     key(viewer, qtbot, "u")  # B's history was kept
     assert not out_b.data.any()
+
+
+# ---------------------------------------------------------------------- 4. save and resume
+def set_project(qtbot, widget, folder) -> None:
+    """Type the project folder into the widget and press Enter."""
+    from qtpy.QtCore import Qt
+
+    widget.project_edit.clear()
+    qtbot.keyClicks(widget.project_edit, str(folder))
+    qtbot.keyClick(widget.project_edit, Qt.Key.Key_Return)
+
+
+def test_every_commit_is_saved_and_a_new_viewer_resumes(qtbot, model_dir, tmp_path, monkeypatch) -> None:
+    from edgetam_kit.napari import project as P
+
+    folder = tmp_path / "project"
+    viewer, _dock, widget = open_viewer(qtbot, tmp_path, monkeypatch, model_dir)
+    try:
+        set_project(qtbot, widget, folder)
+        (image,) = viewer.open_sample(PLUGIN, "cells-2d")
+        click(viewer, qtbot, image, (300, 250))
+        wait_idle(qtbot, widget)
+        key(viewer, qtbot, "c")
+        saved = P.load_image(folder, "cells 2D")  # written by the commit itself
+        np.testing.assert_array_equal(saved.labels, widget.output_layer.data)
+        assert saved.next_id == 2 and saved.objects[1]["source"] == "click"
+        assert 0 <= saved.objects[1]["predicted_iou"] <= 1
+        click(viewer, qtbot, image, (500, 100))
+        click(viewer, qtbot, image, (520, 120))
+        wait_idle(qtbot, widget)
+        key(viewer, qtbot, "c")
+        labels = widget.output_layer.data.copy()
+        prompts = {o: dict(p) for o, p in widget.state.committed.items()}
+        assert set(np.unique(labels)) == {0, 1, 2} and len(prompts[2][()].points) == 2
+    finally:
+        viewer.close()
+
+    # a second viewer: the same image is resumed (labels, next id, prompts), and work continues
+    viewer, _dock, widget = open_viewer(qtbot, tmp_path, monkeypatch, model_dir, fresh=False)  # folder remembered
+    try:
+        assert widget.project_edit.text() == str(folder)
+        (image,) = viewer.open_sample(PLUGIN, "cells-2d")
+        np.testing.assert_array_equal(widget.output_layer.data, labels)
+        assert widget.obj_id == 3 and "resumed" in widget.status.text()
+        assert set(widget.state.committed) == {1, 2}
+        for o, per in prompts.items():
+            for plane, p in per.items():
+                assert widget.state.committed[o][plane].same_as(p)
+        click(viewer, qtbot, image, (100, 400))
+        wait_idle(qtbot, widget)
+        key(viewer, qtbot, "c")
+        assert set(np.unique(P.load_image(folder, "cells 2D").labels)) == {0, 1, 2, 3}
+        key(viewer, qtbot, "u")  # undo is saved too
+        np.testing.assert_array_equal(P.load_image(folder, "cells 2D").labels, labels)
+    finally:
+        viewer.close()
+    assert not list(folder.glob(".*.tmp"))  # no temporary files left

@@ -151,3 +151,66 @@ def test_every_control_has_a_tooltip(session) -> None:
     missing = [c.text() if hasattr(c, "text") else c.objectName() or type(c).__name__
                for c in controls if not c.toolTip()]
     assert not missing, missing
+
+
+KILLED_SESSION = r"""
+import faulthandler, os, signal, sys, time
+faulthandler.enable()
+sys.path.insert(0, sys.argv[1])
+import napari
+from qtpy.QtCore import Qt
+from qtpy.QtTest import QTest
+from qtpy.QtWidgets import QApplication
+
+viewer = napari.Viewer(show=False)  # napari first, as a user starts it
+dock, widget = viewer.window.add_plugin_dock_widget("edgetam-kit", "EdgeTAM")
+from napari_helpers import canvas, world_to_canvas
+app = QApplication.instance()
+
+def wait(cond, limit=120.0):
+    end = time.time() + limit
+    while not cond():
+        app.processEvents()
+        time.sleep(0.01)
+        assert time.time() < end, "timed out"
+
+wait(lambda: widget.worker is None and widget.state.model is not None)
+(image,) = viewer.open_sample("edgetam-kit", "cells-2d")
+pos = world_to_canvas(viewer, image.data_to_world((300, 250)))
+QTest.mousePress(canvas(viewer), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos)
+QTest.mouseRelease(canvas(viewer), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos)
+wait(lambda: widget.worker is None and widget.current_layer.data.any())
+QTest.keyClick(canvas(viewer), Qt.Key.Key_C)
+out = widget.output_layer.data
+print("committed", int(out.max()), int((out > 0).sum()), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # right after the commit: no close, no atexit
+"""
+
+
+def test_a_viewer_killed_right_after_a_commit_loses_nothing(model_dir, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edgetam_kit.napari import project as P
+    from edgetam_kit.napari import settings as st
+
+    folder = tmp_path / "project"
+    settings = tmp_path / "settings.json"
+    env = {**os.environ, st.ENV_SETTINGS: str(settings)}
+    os.environ[st.ENV_SETTINGS], old = str(settings), os.environ.get(st.ENV_SETTINGS)
+    try:
+        st.save_settings(st.Settings(model=str(model_dir), cache_dir="", project=str(folder)))
+    finally:
+        os.environ.pop(st.ENV_SETTINGS) if old is None else os.environ.__setitem__(st.ENV_SETTINGS, old)
+    proc = subprocess.run([sys.executable, "-c", KILLED_SESSION, str(Path(__file__).parent)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    _word, top, pixels = proc.stdout.split()[-3:]
+    saved = P.load_image(folder, "cells 2D")
+    assert saved is not None and int(top) == 1 and int(pixels) > 0
+    assert int(saved.labels.max()) == 1 and int((saved.labels > 0).sum()) == int(pixels)
+    assert saved.next_id == 2 and set(saved.prompts) == {1} and saved.objects[1]["source"] == "click"
+    assert not list(folder.glob(".*.tmp"))

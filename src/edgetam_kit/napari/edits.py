@@ -55,6 +55,7 @@ class LabelEditing:
             ids = [int(i) for i in np.unique(cur) if i]
             if not ids:
                 continue
+            self._note_objects(ids, "click")
             new = paint_objects(output.data[prefix], ids, np.stack([cur == i for i in ids]), replace=True)
             write_plane(output.data, prefix, new, edit)
         if edit.planes or before != self.state.committed:
@@ -62,6 +63,7 @@ class LabelEditing:
         output.refresh()
         self._clear_layers()
         self.obj_spin.setValue(next_free_id(output.data, taken=list(self.state.committed)))
+        self._save()
         self._say(f"committed: {edit.pixels} pixels changed; next object {self.obj_id}")
         return edit
 
@@ -119,5 +121,6 @@ class LabelEditing:
         undo_edit(self.output_layer.data, u.edit)
         self.state.committed = u.committed
         self.output_layer.refresh()
+        self._save()
         self._say(f"undone: {u.edit.description} ({u.edit.pixels} pixels)")
         return True

@@ -47,6 +47,7 @@ class ImageLayers:
         others = [ly for ly in self._image_layers() if ly is not image]
         self.state.image_state(L.image_uid(image, others))
         self._ensure_layers()
+        self._resume()
         self._select_output_choice()
         self._bind_keys(image)
         self._show_only_current()

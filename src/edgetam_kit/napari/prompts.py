@@ -160,6 +160,7 @@ class PromptHandling:
             mask = np.zeros_like(old)
         else:
             mask, score = self._decode(key, obj, prompt)
+            self.state.image.scores[obj] = score
             self._say(f"object {obj}: {np.count_nonzero(mask)} pixels, predicted IoU {score:.2f}")
         L.write_object_mask(self.current_layer, prefix, old, mask, obj)
         self.state.touched.add(prefix)

@@ -51,6 +51,9 @@ class ImageState:
     committed: PromptRecords = field(default_factory=dict)
     undo: list[UndoStep] = field(default_factory=list)
     obj_id: int = 1
+    scores: dict[int, float] = field(default_factory=dict)  # obj_id -> predicted IoU of its last click
+    objects: dict[int, dict[str, Any]] = field(default_factory=dict)  # obj_id -> {"source", "predicted_iou"}
+    resumed: bool = False  # the project folder was read for this image
 
 
 @dataclass

@@ -93,7 +93,8 @@ class LongTasks:
         self._edit = Edit(f"propagate {direction}")
         self.state.push_undo(self._edit, self.state.committed_copy())
         self._frame_prefix = here
-        self._task_output = self.output_layer  # written to even if another image is picked meanwhile
+        # written to (and saved) even if another image is picked meanwhile
+        self._task_output, self._task_image, self._task_image_layer = self.output_layer, self.state.image, self.image_layer
         frames = self.geom.frames(self.current_prefix())
         gen = track_steps(self.state.model, frames, prompts, direction, self.channels, self._fresh_cancel())
         return self._start(gen, f"propagate {direction}", self._on_frame)
@@ -103,6 +104,7 @@ class LongTasks:
         index = self._frame_prefix + (msg.frame,)
         new = paint_objects(output.data[index], msg.obj_ids, msg.masks, replace=True)
         write_plane(output.data, index, new, self._edit)
+        self._note_objects(msg.obj_ids, "propagate", self._task_image)
         output.refresh()
         self._say(f"frame {msg.frame}: {msg.done} of {msg.total}")
 
@@ -118,7 +120,7 @@ class LongTasks:
         prefix = self.current_prefix()
         first = next_free_id(output.data, taken=list(self.state.committed))
         self._auto_prefix = prefix
-        self._task_output, self._task_image = output, self.state.image
+        self._task_output, self._task_image, self._task_image_layer = output, self.state.image, self.image_layer
         gen = automask_steps(self.state.model, self.geom.plane(prefix), first, self.channels, self._fresh_cancel(),
                              cache=self._cache_dir(), points_per_side=int(self.pps_spin.value()))
         return self._start(gen, "segment everything", self._on_auto)
@@ -133,6 +135,7 @@ class LongTasks:
             self._say(f"segment everything: {msg.count} masks, none on background: nothing changed")
             return
         self.state.push_undo(edit, self.state.committed_copy(), self._task_image)
+        self._note_objects(range(msg.first_id, msg.first_id + msg.count), "automatic", self._task_image)
         output.refresh()
         self._say(f"segment everything: {msg.count} masks ({edit.pixels} pixels)")
 
@@ -157,6 +160,9 @@ class LongTasks:
         def on_end(outcome: str, error: BaseException | None) -> None:
             self.worker = None
             self._update_enabled()
+            image, self._task_image_layer = getattr(self, "_task_image_layer", None), None
+            if image is not None and outcome != END_FAILED:
+                self._save(image, self._task_image)  # what the task wrote, also when cancelled
             if outcome == END_FAILED:
                 self.last_error = error
                 self._say(f"{desc} failed: {error}")

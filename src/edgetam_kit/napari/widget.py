@@ -20,6 +20,7 @@ from . import layers as L
 from .edits import LabelEditing
 from .lifecycle import KEYS, ImageLayers
 from .prompts import PromptHandling
+from .saving import ProjectSaving
 from .settings import load_settings
 from .state import WidgetState
 from .tasks import LongTasks
@@ -41,7 +42,7 @@ def _role(role: str) -> property:
     return property(get, set_, doc=f"the current image's {role} layer (None before one is picked)")
 
 
-class EdgeTamWidget(ImageLayers, PromptHandling, LabelEditing, LongTasks, QWidget):
+class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, LongTasks, QWidget):
     """Dock widget: model, image layer, mode, prompts, Labels output, propagate, segment everything."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -105,6 +106,12 @@ class EdgeTamWidget(ImageLayers, PromptHandling, LabelEditing, LongTasks, QWidge
         self.cache_edit.setToolTip("embedding cache folder (empty: no cache); a reopened image is not re-encoded")
         self.cache_edit.editingFinished.connect(self._on_cache_dir)
         form.addRow("cache", self.cache_edit)
+        self.project_edit = QLineEdit(self.settings.project)
+        self.project_edit.setPlaceholderText("no project folder: nothing is saved")
+        self.project_edit.setToolTip("project folder: every commit, undo, propagation and segment-everything "
+                                     "is saved here at once; an image of the same name is resumed from it")
+        self.project_edit.editingFinished.connect(self._on_project)
+        form.addRow("project", self.project_edit)
         self.image_box = QComboBox()
         self.image_box.currentIndexChanged.connect(lambda _i: self._on_image_choice())
         form.addRow("image", self.image_box)
@@ -276,7 +283,9 @@ class EdgeTamWidget(ImageLayers, PromptHandling, LabelEditing, LongTasks, QWidge
         self._attach(layer)
         self._forget_embedding()
         self._update_enabled()
-        self._say(f"image '{name}': {self.mode}, planes {self.geom.hw[0]} x {self.geom.hw[1]}")
+        note, self._resume_note = getattr(self, "_resume_note", ""), ""
+        self._say(f"image '{name}': {self.mode}, planes {self.geom.hw[0]} x {self.geom.hw[1]}"
+                  + (f"; {note}" if note else ""))
 
     def _select_output_choice(self) -> None:
         out = self.output_layer
