@@ -159,6 +159,8 @@ class LongTasks:
 
         def on_end(outcome: str, error: BaseException | None) -> None:
             self.worker = None
+            if getattr(self, "_torn_down", False):
+                return  # the dock was closed meanwhile: its controls are gone
             self._update_enabled()
             image, self._task_image_layer = getattr(self, "_task_image_layer", None), None
             if image is not None and outcome != END_FAILED:

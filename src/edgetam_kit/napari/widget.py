@@ -188,7 +188,8 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
             control.setToolTip(tip)
 
     def _say(self, text: str) -> None:
-        self.status.setText(text)
+        if not getattr(self, "_torn_down", False):  # a closed widget's label is gone
+            self.status.setText(text)
 
     def _update_enabled(self) -> None:
         busy = self.worker is not None
