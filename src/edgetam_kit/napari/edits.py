@@ -25,6 +25,14 @@ class LabelEditing:
     output_layer: Any
     worker: Any
 
+    def _ready_for_edits(self) -> bool:
+        """True when an image is annotated (its deleted plugin layers are made again); else
+        says what is missing."""
+        if self._ensure_layers():
+            return True
+        self._say("no image: open one and pick it in the image list")
+        return False
+
     def _busy(self) -> bool:
         """True (and says so) while a worker runs: edits of the output wait for it (the keys stay
         bound while the buttons are disabled)."""
@@ -35,7 +43,7 @@ class LabelEditing:
     def commit(self) -> Edit | None:
         """Write the uncommitted objects (the current layer) into the output; clear the prompts;
         move to a new object id. Undoable."""
-        if self.image_layer is None or self._busy():
+        if not self._ready_for_edits() or self._busy():
             return None
         output = self._output()
         before = self.state.committed_copy()
@@ -47,6 +55,7 @@ class LabelEditing:
             ids = [int(i) for i in np.unique(cur) if i]
             if not ids:
                 continue
+            self._note_objects(ids, "click")
             new = paint_objects(output.data[prefix], ids, np.stack([cur == i for i in ids]), replace=True)
             write_plane(output.data, prefix, new, edit)
         if edit.planes or before != self.state.committed:
@@ -54,6 +63,7 @@ class LabelEditing:
         output.refresh()
         self._clear_layers()
         self.obj_spin.setValue(next_free_id(output.data, taken=list(self.state.committed)))
+        self._save()
         self._say(f"committed: {edit.pixels} pixels changed; next object {self.obj_id}")
         return edit
 
@@ -83,13 +93,13 @@ class LabelEditing:
 
     def clear_prompts(self) -> None:
         """Drop the current object's prompts and mask (Shift-C)."""
-        if self.points_layer is not None:
+        if self._ready_for_edits():
             self._clear_layers(self.obj_id)
             self._say(f"object {self.obj_id}: prompts cleared")
 
     def next_object(self) -> None:
         """Start a new object (N); objects prompted so far stay until committed or propagated."""
-        if self.current_layer is None:
+        if not self._ready_for_edits():
             return
         taken = [*self.state.committed, *(int(i) for i in self.points_layer.features.get("obj_id", []))]
         out = self.output_layer.data if self.output_layer is not None else None
@@ -100,12 +110,17 @@ class LabelEditing:
         """Revert the last commit, propagation or automatic segmentation (U)."""
         if self._busy():
             return False
-        if not self.state.undo or self.output_layer is None:
+        if self.state.undo and not self._alive(self.output_layer):
+            self.state.undo.clear()  # the layer those edits were made in was deleted
+            self._say("nothing to undo: the objects layer was deleted")
+            return False
+        if not self.state.undo:
             self._say("nothing to undo")
             return False
         u = self.state.undo.pop()
         undo_edit(self.output_layer.data, u.edit)
         self.state.committed = u.committed
         self.output_layer.refresh()
+        self._save()
         self._say(f"undone: {u.edit.description} ({u.edit.pixels} pixels)")
         return True

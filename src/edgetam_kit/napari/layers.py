@@ -5,6 +5,8 @@ Works on napari layer objects (duck-typed: no napari import); used only by the w
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,49 @@ from .work import LayerFrames
 
 POSITIVE, NEGATIVE = "positive", "negative"
 PROMPT_COLORS = {POSITIVE: "lime", NEGATIVE: "red"}
+# the plugin's layers of one image, by role; their names end with the image's name
+ROLE_NAMES = {"points": "edgetam prompts", "boxes": "edgetam boxes", "current": "edgetam current",
+              "output": "edgetam objects"}
+META_KEY = "edgetam_kit"  # a plugin layer's metadata: {"role": ..., "image": uid of its image}
+UID_KEY = "edgetam_kit_uid"  # an image layer's metadata: its uid
+
+
+def plugin_layer_name(role: str, image_name: str) -> str:
+    """The name of ``role``'s layer of the image named ``image_name``."""
+    return f"{ROLE_NAMES[role]} · {image_name}"
+
+
+def image_uid(image: Any, others: Iterable[Any] = ()) -> str:
+    """The uid kept in ``image``'s metadata (made on first use, and anew when one of ``others``
+    holds the same, e.g. a duplicated layer)."""
+    uid = image.metadata.get(UID_KEY)
+    if not uid or any(o.metadata.get(UID_KEY) == uid for o in others if o is not image):
+        uid = uuid.uuid4().hex
+        image.metadata[UID_KEY] = uid
+    return str(uid)
+
+
+def tag(layer: Any, role: str, uid: str) -> None:
+    """Mark ``layer`` as ``role``'s plugin layer of the image ``uid``."""
+    layer.metadata[META_KEY] = {"role": role, "image": uid}
+
+
+def tag_of(layer: Any) -> tuple[str, str] | None:
+    """(role, image uid) of a plugin layer; None for any other layer."""
+    meta = getattr(layer, "metadata", {}).get(META_KEY)
+    if isinstance(meta, dict) and meta.get("role") in ROLE_NAMES and meta.get("image"):
+        return str(meta["role"]), str(meta["image"])
+    return None
+
+
+def find_plugin_layers(layers: Iterable[Any], uid: str) -> dict[str, Any]:
+    """role -> the (topmost) plugin layer of image ``uid`` among ``layers``."""
+    found: dict[str, Any] = {}
+    for layer in layers:
+        t = tag_of(layer)
+        if t is not None and t[1] == uid:
+            found[t[0]] = layer
+    return found
 
 
 @dataclass(frozen=True)
@@ -87,6 +132,20 @@ def make_points_layer(viewer: Any, image: Any, ndim: int, name: str) -> Any:
         features={"prompt": np.array([], dtype=object), "obj_id": np.array([], dtype=int)},
         feature_defaults={"prompt": POSITIVE, "obj_id": 1},
         face_color="prompt", face_color_cycle=PROMPT_COLORS, border_color="white", **spatial_kwargs(image))
+
+
+def set_point_defaults(layer: Any, kind: str, obj_id: int) -> None:
+    """What the next point of a prompts layer is (``kind``: positive / negative; ``obj_id``).
+
+    The layer controls' face-colour swatch shows ``current_face_color``, which napari takes from
+    the selected point (it selects each point added), not from the defaults: in add mode the
+    selection is dropped and the colour of ``kind`` set, so the swatch shows the polarity (with
+    no point selected, setting it recolours none)."""
+    layer.feature_defaults = {"prompt": kind, "obj_id": int(obj_id)}
+    if layer.mode == "add" and len(layer.selected_data):
+        layer.selected_data = set()
+    if not len(layer.selected_data):
+        layer.current_face_color = PROMPT_COLORS[kind]
 
 
 def make_shapes_layer(viewer: Any, image: Any, ndim: int, name: str) -> Any:

@@ -44,7 +44,7 @@ class PromptHandling:
         # setting feature_defaults updates the layer's colour managers: only when they change
         if not (len(defaults) and defaults["prompt"].iloc[0] == kind
                 and int(defaults["obj_id"].iloc[0]) == self.obj_id):
-            layer.feature_defaults = {"prompt": kind, "obj_id": self.obj_id}
+            L.set_point_defaults(layer, kind, self.obj_id)
         self._decode_ahead(layer, getattr(event, "position", None), not neg)
 
     def _decode_ahead(self, layer: Any, position: Any, positive: bool) -> None:
@@ -72,6 +72,11 @@ class PromptHandling:
         if action is not None and str(action) not in _PROMPT_ACTIONS:
             return
         self.segment()
+        pts = self.points_layer
+        toggle = L.NEGATIVE if self.state.negative else L.POSITIVE
+        defaults = pts.feature_defaults if pts is not None else ()
+        if len(defaults) and defaults["prompt"].iloc[0] != toggle:  # after a Ctrl-click: back to the toggle
+            L.set_point_defaults(pts, toggle, self.obj_id)
 
     def current_prefix(self) -> tuple[int, ...]:
         """Leading indices of the plane the viewer shows (() for a 2D image)."""
@@ -134,7 +139,7 @@ class PromptHandling:
         """Click-to-mask for the current object on the current plane (GUI thread); embeds the
         plane in a worker first when needed, then segments. Only the pixels that change are
         written into the ``edgetam current`` Labels layer."""
-        if self.image_layer is None or self.points_layer is None:
+        if not self._ensure_layers():
             return
         if self.state.model is None:
             self._say("load a model first")
@@ -155,6 +160,7 @@ class PromptHandling:
             mask = np.zeros_like(old)
         else:
             mask, score = self._decode(key, obj, prompt)
+            self.state.image.scores[obj] = score
             self._say(f"object {obj}: {np.count_nonzero(mask)} pixels, predicted IoU {score:.2f}")
         L.write_object_mask(self.current_layer, prefix, old, mask, obj)
         self.state.touched.add(prefix)

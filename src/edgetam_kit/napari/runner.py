@@ -34,12 +34,22 @@ def start_task(gen: Iterator[Any], desc: str, on_result: Callable[[Any], None],
     # errors go to on_end (the widget reports them), they are not re-raised in the event loop
     worker = create_worker(run, _progress={"total": 0, "desc": desc}, _ignore_errors=True)
     queue: deque = deque()
-    state = {"busy": False, "ended": False}
+    state = {"busy": False, "ended": False, "stage": ""}
 
     def finish(outcome: str, error: BaseException | None = None) -> None:
         if not state["ended"]:
             state["ended"] = True
             on_end(outcome, error)
+            release()
+
+    def release() -> None:
+        """Drop the connections to the widget's callbacks (the worker object may outlive the
+        task; a closed widget must not be kept alive by it)."""
+        for signal, slot in ((worker.yielded, on_yield), (worker.errored, on_error), (worker.finished, on_finished)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
 
     def handle(item: Any) -> None:
         if item is end:
@@ -51,9 +61,11 @@ def start_task(gen: Iterator[Any], desc: str, on_result: Callable[[Any], None],
         if pbar is not None and total:  # Progress and FrameResult carry done / total
             if pbar.total != total:
                 pbar.total = total
+            stage = getattr(item, "stage", "")  # a FrameResult counts frames
+            if stage and stage != state["stage"]:
+                state["stage"] = stage
+                pbar.set_description(f"{desc}: {stage}")
             pbar.update(item.done - pbar.n)
-            if isinstance(item, Progress):
-                pbar.set_description(f"{desc}: {item.stage}")
 
     def on_yield(item: Any) -> None:
         # Qt can deliver the next item while one is handled (napari's progress bar processes
@@ -73,7 +85,10 @@ def start_task(gen: Iterator[Any], desc: str, on_result: Callable[[Any], None],
             finish(END_CANCELLED)
 
     worker.yielded.connect(on_yield)
-    worker.errored.connect(lambda exc: finish(END_FAILED, exc))
+    def on_error(exc: BaseException) -> None:
+        finish(END_FAILED, exc)
+
+    worker.errored.connect(on_error)
     worker.finished.connect(on_finished)
     worker.start()
     return worker

@@ -17,11 +17,13 @@ MAX_RECENT = 8
 @dataclass
 class Settings:
     """model: the checkpoint last loaded (path, registered name or hub id); recent: earlier ones,
-    newest first; cache_dir: embedding cache folder ("" = off)."""
+    newest first; cache_dir: embedding cache folder ("" = off); project: the project folder where
+    every commit is saved ("" = none)."""
 
     model: str = ""
     recent: list[str] = field(default_factory=list)
     cache_dir: str = ""
+    project: str = ""
 
     def remember_model(self, source: str) -> None:
         self.model = source
@@ -50,7 +52,7 @@ def load_settings() -> Settings:
         return Settings(cache_dir=default_cache_dir())
     if not isinstance(raw, dict):
         return Settings(cache_dir=default_cache_dir())
-    known = {k: raw[k] for k in ("model", "recent", "cache_dir") if k in raw}
+    known = {k: raw[k] for k in ("model", "recent", "cache_dir", "project") if k in raw}
     known.setdefault("cache_dir", default_cache_dir())
     s = Settings(**known)
     s.recent = [str(r) for r in s.recent if isinstance(r, str)][:MAX_RECENT]

@@ -52,6 +52,7 @@ class LongTasks:
         if self.model_box.findText(msg.source) < 0:
             self.model_box.insertItem(0, msg.source)
         self.model_box.setCurrentText(msg.source)
+        self._update_enabled()
         self._say(f"model {msg.source} loaded ({'tracks' if msg.model.has_video else 'image only'})")
 
     def _on_cache_dir(self) -> None:
@@ -92,15 +93,18 @@ class LongTasks:
         self._edit = Edit(f"propagate {direction}")
         self.state.push_undo(self._edit, self.state.committed_copy())
         self._frame_prefix = here
+        # written to (and saved) even if another image is picked meanwhile
+        self._task_output, self._task_image, self._task_image_layer = self.output_layer, self.state.image, self.image_layer
         frames = self.geom.frames(self.current_prefix())
         gen = track_steps(self.state.model, frames, prompts, direction, self.channels, self._fresh_cancel())
         return self._start(gen, f"propagate {direction}", self._on_frame)
 
     def _on_frame(self, msg: FrameResult) -> None:
-        output = self.output_layer
+        output = self._task_output
         index = self._frame_prefix + (msg.frame,)
         new = paint_objects(output.data[index], msg.obj_ids, msg.masks, replace=True)
         write_plane(output.data, index, new, self._edit)
+        self._note_objects(msg.obj_ids, "propagate", self._task_image)
         output.refresh()
         self._say(f"frame {msg.frame}: {msg.done} of {msg.total}")
 
@@ -116,19 +120,24 @@ class LongTasks:
         prefix = self.current_prefix()
         first = next_free_id(output.data, taken=list(self.state.committed))
         self._auto_prefix = prefix
+        self._task_output, self._task_image, self._task_image_layer = output, self.state.image, self.image_layer
         gen = automask_steps(self.state.model, self.geom.plane(prefix), first, self.channels, self._fresh_cancel(),
                              cache=self._cache_dir(), points_per_side=int(self.pps_spin.value()))
         return self._start(gen, "segment everything", self._on_auto)
 
     def _on_auto(self, msg: AutoResult) -> None:
-        output, prefix = self.output_layer, self._auto_prefix
+        output, prefix = self._task_output, self._auto_prefix
         plane = output.data[prefix]
         new = np.where((plane == 0) & (msg.labels > 0), msg.labels, plane).astype(plane.dtype)
         edit = Edit("segment everything")
         write_plane(output.data, prefix, new, edit)
-        self.state.push_undo(edit, self.state.committed_copy())
+        if not edit.planes:  # nothing written: no undo step
+            self._say(f"segment everything: {msg.count} masks, none on background: nothing changed")
+            return
+        self.state.push_undo(edit, self.state.committed_copy(), self._task_image)
+        self._note_objects(range(msg.first_id, msg.first_id + msg.count), "automatic", self._task_image)
         output.refresh()
-        self._say(f"segment everything: {msg.count} masks")
+        self._say(f"segment everything: {msg.count} masks ({edit.pixels} pixels)")
 
     # ------------------------------------------------------------------ workers
     def cancel(self) -> None:
@@ -150,7 +159,12 @@ class LongTasks:
 
         def on_end(outcome: str, error: BaseException | None) -> None:
             self.worker = None
+            if getattr(self, "_torn_down", False):
+                return  # the dock was closed meanwhile: its controls are gone
             self._update_enabled()
+            image, self._task_image_layer = getattr(self, "_task_image_layer", None), None
+            if image is not None and outcome != END_FAILED:
+                self._save(image, self._task_image)  # what the task wrote, also when cancelled
             if outcome == END_FAILED:
                 self.last_error = error
                 self._say(f"{desc} failed: {error}")

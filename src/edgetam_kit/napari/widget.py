@@ -12,25 +12,37 @@ import threading
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                             QVBoxLayout, QWidget)
 
 from . import layers as L
 from .edits import LabelEditing
+from .lifecycle import KEYS, ImageLayers
 from .prompts import PromptHandling
+from .saving import ProjectSaving
 from .settings import load_settings
 from .state import WidgetState
 from .tasks import LongTasks
 from .work import DIRECTIONS, MODES, STACK_MODES, guess_mode, next_free_id
 
 NEW_OUTPUT = "new layer: edgetam objects"
-NAMES = {"points": "edgetam prompts", "boxes": "edgetam boxes", "current": "edgetam current",
-         "output": "edgetam objects"}
-# keys bound on the plugin's own layers only; none of them is a napari default for those layer types
-KEYS = {"commit": "c", "clear": "Shift-C", "next": "n", "undo": "u", "toggle": "t"}
+__all__ = ["EdgeTamWidget", "KEYS", "NEW_OUTPUT"]
 
 
-class EdgeTamWidget(PromptHandling, LabelEditing, LongTasks, QWidget):
+def _role(role: str) -> property:
+    """A widget attribute that is the current image's plugin layer of ``role``."""
+
+    def get(self: "EdgeTamWidget") -> Any:
+        return self.state.image.layers.get(role)
+
+    def set_(self: "EdgeTamWidget", layer: Any) -> None:
+        self.state.image.layers[role] = layer
+
+    return property(get, set_, doc=f"the current image's {role} layer (None before one is picked)")
+
+
+class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, LongTasks, QWidget):
     """Dock widget: model, image layer, mode, prompts, Labels output, propagate, segment everything."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -45,16 +57,30 @@ class EdgeTamWidget(PromptHandling, LabelEditing, LongTasks, QWidget):
         self.last_error: BaseException | None = None
         self._cancel = threading.Event()
         self.image_layer: Any = None
-        self.points_layer: Any = None
-        self.boxes_layer: Any = None
-        self.current_layer: Any = None
-        self.output_layer: Any = None
+        self._docked = False
         self._build_ui()
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
-        self._refresh_layer_choices()
+        self.viewer.dims.events.ndisplay.connect(self._on_ndisplay)
+        self.viewer.mouse_drag_callbacks.append(self._on_canvas_press)
+        self._refresh_layer_choices(adopt=True)
         if self.settings.model:
             self.load_model(self.settings.model)
+
+    points_layer = _role("points")
+    boxes_layer = _role("boxes")
+    current_layer = _role("current")
+    output_layer = _role("output")
+
+    def event(self, ev: QEvent) -> bool:
+        """Closing the dock (napari takes the widget out of it) tears the widget down."""
+        if ev.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.teardown()
+                self.deleteLater()
+        return super().event(ev)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -80,6 +106,12 @@ class EdgeTamWidget(PromptHandling, LabelEditing, LongTasks, QWidget):
         self.cache_edit.setToolTip("embedding cache folder (empty: no cache); a reopened image is not re-encoded")
         self.cache_edit.editingFinished.connect(self._on_cache_dir)
         form.addRow("cache", self.cache_edit)
+        self.project_edit = QLineEdit(self.settings.project)
+        self.project_edit.setPlaceholderText("no project folder: nothing is saved")
+        self.project_edit.setToolTip("project folder: every commit, undo, propagation and segment-everything "
+                                     "is saved here at once; an image of the same name is resumed from it")
+        self.project_edit.editingFinished.connect(self._on_project)
+        form.addRow("project", self.project_edit)
         self.image_box = QComboBox()
         self.image_box.currentIndexChanged.connect(lambda _i: self._on_image_choice())
         form.addRow("image", self.image_box)
@@ -131,17 +163,40 @@ class EdgeTamWidget(PromptHandling, LabelEditing, LongTasks, QWidget):
         layout.addWidget(help_text)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        self._add_tooltips()
         self._update_enabled()
 
+    def _add_tooltips(self) -> None:
+        """A tooltip on every control."""
+        tips = {
+            self.load_button: "load the checkpoint named in the model box (in the background)",
+            self.image_box: "the Image layer to annotate; each image keeps its own prompts, objects and undo",
+            self.mode_box: "how the leading axis is read: 2D, z-stack, time-lapse or RGB video (guessed)",
+            self.channel_box: "RGB, or one channel of an RGB image shown to the model as grey",
+            self.output_box: "where committed objects go: a new 'edgetam objects' layer or a Labels layer of yours",
+            self.obj_spin: "the id the next prompts belong to (painted into the Labels layers)",
+            self.direction_box: "propagation direction through the stack",
+            self.commit_button: "write the uncommitted objects into the output layer and start a new object (C)",
+            self.clear_button: "remove the current object's prompts and mask (Shift-C)",
+            self.next_button: "start a new object; the objects prompted so far stay until committed (N)",
+            self.undo_button: "undo the last commit, propagation or segment-everything of this image (U)",
+            self.propagate_button: "commit, then track every committed object through the stack",
+            self.everything_button: "automatic masks on the plane shown, added where the output is background",
+            self.cancel_button: "stop the running task after its current step; results so far are kept",
+        }
+        for control, tip in tips.items():
+            control.setToolTip(tip)
+
     def _say(self, text: str) -> None:
-        self.status.setText(text)
+        if not getattr(self, "_torn_down", False):  # a closed widget's label is gone
+            self.status.setText(text)
 
     def _update_enabled(self) -> None:
         busy = self.worker is not None
         ready = self.state.model is not None and self.image_layer is not None
         self.load_button.setEnabled(not busy)
         for b in (self.commit_button, self.clear_button, self.next_button, self.undo_button):
-            b.setEnabled(not busy)
+            b.setEnabled(ready and not busy)
         self.propagate_button.setEnabled(ready and not busy and self.mode in STACK_MODES)
         self.everything_button.setEnabled(ready and not busy)
         self.cancel_button.setEnabled(busy)
@@ -166,30 +221,37 @@ class EdgeTamWidget(PromptHandling, LabelEditing, LongTasks, QWidget):
 
         return [ly for ly in self.viewer.layers if isinstance(ly, Image)]
 
-    def _refresh_layer_choices(self, *_: Any) -> None:
+    def _refresh_layer_choices(self, *_: Any, adopt: bool = False) -> None:
+        """Refill the image and output lists (layers added, removed or renamed). adopt: pick
+        first an image whose plugin layers are shown (a reopened widget continues there)."""
         from napari.layers import Labels
 
-        current = self.image_box.currentText()
+        images = self._image_layers()
+        for image in images:
+            image.events.name.connect(self._on_image_renamed)
+        if self.image_layer is not None and not self._alive(self.image_layer):
+            self.image_layer = None
+        current = self.image_layer.name if self.image_layer is not None else self.image_box.currentText()
+        if adopt and self.image_layer is None:
+            shown = [L.tag_of(ly)[1] for ly in self.viewer.layers if L.tag_of(ly) and ly.visible]
+            current = next((im.name for im in images if im.metadata.get(L.UID_KEY) in shown), current)
         self.image_box.blockSignals(True)
         self.image_box.clear()
-        self.image_box.addItems([ly.name for ly in self._image_layers()])
+        self.image_box.addItems([ly.name for ly in images])
         if current and self.image_box.findText(current) >= 0:
             self.image_box.setCurrentText(current)
         self.image_box.blockSignals(False)
-        out = self.output_box.currentText()
+        out = self.output_layer.name if self._alive(self.output_layer) else self.output_box.currentText()
+        mine = {id(ly) for role, ly in self.state.image.layers.items() if role != "output"}
         self.output_box.blockSignals(True)
         self.output_box.clear()
         self.output_box.addItem(NEW_OUTPUT)
         for ly in self.viewer.layers:
-            if isinstance(ly, Labels) and ly is not self.current_layer:
+            if isinstance(ly, Labels) and id(ly) not in mine and (L.tag_of(ly) or ("",))[0] != "current":
                 self.output_box.addItem(ly.name)
         if out and self.output_box.findText(out) >= 0:
             self.output_box.setCurrentText(out)
-        elif self.output_layer is not None and self.output_layer in self.viewer.layers:
-            self.output_box.setCurrentText(self.output_layer.name)
         self.output_box.blockSignals(False)
-        if self.image_layer is not None and self.image_layer not in self.viewer.layers:
-            self.image_layer = None
         if self.image_layer is None and self.image_box.count():
             self._on_image_choice()
         self._update_enabled()
@@ -207,66 +269,41 @@ class EdgeTamWidget(PromptHandling, LabelEditing, LongTasks, QWidget):
         layer = next((ly for ly in self._image_layers() if ly.name == name), None)
         if layer is None or layer is self.image_layer:
             return
-        self.image_layer = layer
-        self.geom = L.ImageGeometry.of(layer)
+        geom = L.ImageGeometry.of(layer)
         labels = tuple(getattr(layer, "axis_labels", ()))
-        self.mode_box.setCurrentText(guess_mode(self.geom.spatial, self.geom.rgb, labels))
+        self.mode_box.setCurrentText(guess_mode(geom.spatial, geom.rgb, labels))
         self.channel_box.blockSignals(True)
         self.channel_box.clear()
-        if self.geom.rgb:
+        if geom.rgb:
             self.channel_box.addItem("RGB", None)
-            for c in range(self.geom.data.shape[-1]):
+            for c in range(geom.data.shape[-1]):
                 self.channel_box.addItem(f"channel {c}", c)
         else:
             self.channel_box.addItem("grey", None)
         self.channel_box.blockSignals(False)
-        self._make_layers()
+        self._attach(layer)
         self._forget_embedding()
         self._update_enabled()
-        self._say(f"image '{name}': {self.mode}, planes {self.geom.hw[0]} x {self.geom.hw[1]}")
+        note, self._resume_note = getattr(self, "_resume_note", ""), ""
+        self._say(f"image '{name}': {self.mode}, planes {self.geom.hw[0]} x {self.geom.hw[1]}"
+                  + (f"; {note}" if note else ""))
 
-    def _make_layers(self) -> None:
-        """(Re)create the prompt and current-object layers over the image; keep the output when it fits."""
-        geom, image, viewer = self.geom, self.image_layer, self.viewer
-        ndim = len(geom.spatial)
-        for attr in ("points_layer", "boxes_layer", "current_layer"):
-            old = getattr(self, attr)
-            if old is not None and old in viewer.layers:
-                viewer.layers.remove(old)
-        self.current_layer = L.make_labels_layer(viewer, image, geom.spatial, NAMES["current"], 0.6)
-        self.boxes_layer = L.make_shapes_layer(viewer, image, ndim, NAMES["boxes"])
-        self.boxes_layer.features = {"obj_id": np.zeros(0, int)}
-        self.boxes_layer.feature_defaults = {"obj_id": self.obj_id}
-        self.points_layer = L.make_points_layer(viewer, image, ndim, NAMES["points"])
-        self.points_layer.mode = "add"
-        self.points_layer.events.data.connect(self._on_prompts_changed)
-        self.boxes_layer.events.data.connect(self._on_prompts_changed)
-        self.points_layer.mouse_drag_callbacks.insert(0, self._on_press)
-        for layer in (self.points_layer, self.boxes_layer, self.current_layer):
-            self._bind_keys(layer)
-        self.state.touched.clear()
-        self.state.committed.clear()
-        self.state.undo.clear()
-        if self.output_layer is None or tuple(self.output_layer.data.shape) != geom.spatial:
-            self.output_layer = None
+    def _select_output_choice(self) -> None:
+        out = self.output_layer
+        self.output_box.blockSignals(True)
+        if self._alive(out):
+            if self.output_box.findText(out.name) < 0:
+                self.output_box.addItem(out.name)
+            self.output_box.setCurrentText(out.name)
+        else:
             self.output_box.setCurrentText(NEW_OUTPUT)
-        out = None if self.output_layer is None else np.asarray(self.output_layer.data)
-        self.obj_spin.setValue(next_free_id(out))
-        self._on_obj_id(self.obj_id)
-        viewer.layers.selection.active = self.points_layer
-
-    def _bind_keys(self, layer: Any) -> None:
-        actions = {"commit": self.commit, "clear": self.clear_prompts, "next": self.next_object, "undo": self.undo}
-        if layer is self.points_layer:
-            actions["toggle"] = self.toggle_negative
-        for name, fn in actions.items():
-            layer.bind_key(KEYS[name], lambda _layer, fn=fn: fn(), overwrite=True)
+        self.output_box.blockSignals(False)
 
     def _on_output_choice(self) -> None:
         name = self.output_box.currentText()
         if name == NEW_OUTPUT or not name:
-            if self.output_layer is not None and self.output_layer.name != NAMES["output"]:
-                self.output_layer = None
+            if self.output_layer is not None and L.tag_of(self.output_layer) is None:
+                self.output_layer = None  # a layer of the user's: the next commit makes ours
             return
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         if layer is None:
@@ -281,20 +318,10 @@ class EdgeTamWidget(PromptHandling, LabelEditing, LongTasks, QWidget):
             free = next_free_id(np.asarray(layer.data), taken=list(self.state.committed))
             self.obj_spin.setValue(max(self.obj_id, free))
 
-    def _output(self) -> Any:
-        if self.output_layer is None or self.output_layer not in self.viewer.layers:
-            self.output_layer = L.make_labels_layer(self.viewer, self.image_layer, self.geom.spatial,
-                                                    NAMES["output"], 0.5)
-            self.output_box.setCurrentText(self.output_layer.name)
-            self.viewer.layers.selection.active = self.points_layer
-        return self.output_layer
-
     def _on_obj_id(self, value: int) -> None:
-        for layer in (self.points_layer, self.boxes_layer):
-            if layer is not None:
-                defaults = {"obj_id": int(value)}
-                if layer is self.points_layer:
-                    defaults["prompt"] = L.NEGATIVE if self.state.negative else L.POSITIVE
-                layer.feature_defaults = defaults
+        if self.points_layer is not None:
+            L.set_point_defaults(self.points_layer, L.NEGATIVE if self.state.negative else L.POSITIVE, value)
+        if self.boxes_layer is not None:
+            self.boxes_layer.feature_defaults = {"obj_id": int(value)}
         if self.current_layer is not None:
             self.current_layer.selected_label = int(value)

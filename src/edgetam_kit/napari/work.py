@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -58,6 +58,7 @@ class FrameResult:
     masks: np.ndarray
     done: int
     total: int
+    stage: ClassVar[str] = "frames"  # what done / total count
 
 
 @dataclass(frozen=True)
@@ -286,11 +287,16 @@ def _stream(call: Callable[[Callable[[int, int], None], threading.Event], Any], 
 def load_model_steps(source: str, device: str = "cpu") -> Iterator[Progress | ModelLoaded]:
     """Load a checkpoint (path, registered name or hub id)."""
     from ..io.checkpoint import load_model
+    from .model_errors import ModelNotFound, model_error_text
 
     if not isinstance(source, str) or not source.strip():
-        raise ValueError("source must be a checkpoint path, a registered name or a hub id, got an empty value")
+        raise ValueError("type a checkpoint in the model box (a registered name, a local folder or edgetam.pt, "
+                         "or a hub id), then press Load")
     yield Progress(0, 1, "load model")
-    model = load_model(source.strip(), device=device)
+    try:
+        model = load_model(source.strip(), device=device)
+    except (FileNotFoundError, OSError) as exc:
+        raise ModelNotFound(model_error_text(source.strip(), exc)) from exc
     yield Progress(1, 1, "load model")
     yield ModelLoaded(model, source.strip())
 
