@@ -425,3 +425,25 @@ def test_4_unreadable_frames_and_series_are_named(tmp_path) -> None:
     tifffile.imwrite(tmp_path / "one.tif", frames[..., 0])
     with pytest.raises(ValueError, match=r"series must be an int in \[0, 0\]"):
         ek.open_source(str(tmp_path / "one.tif"), series=5)
+
+
+# ----------------------------------------------------------------------------- defect 15
+def test_15_two_channel_tiff_is_one_image_everywhere(video_ckpt, tmp_path, capsys) -> None:
+    """`embed two_ch.tif` (H x W x 2) used to read 64 frames of 48x2 and exit 0 where `segment`
+    on the same file says "2 channels"; now both read one 2-channel image."""
+    import tifffile
+
+    img = (np.random.default_rng(15).random((64, 48, 2)) * 255).astype(np.uint8)
+    path = tmp_path / "two_ch.tif"
+    tifffile.imwrite(path, img, compression="zlib")
+    src = ek.open_source(str(path))
+    assert src.shape == (1, 64, 48, 2) and np.array_equal(src.frame(0), img)
+    for argv in (["embed", str(path), "-o", str(tmp_path / "cache")],
+                 ["segment", str(path), "--point", "10,10", "-o", str(tmp_path / "m.png")]):
+        assert main([*argv, "--checkpoint", str(video_ckpt)]) == 2, argv
+        assert "2 channels" in capsys.readouterr().err, argv
+    stack = np.zeros((3, 64, 48, 2), np.uint8)  # a stack of 2-channel frames: 3 frames
+    tifffile.imwrite(tmp_path / "stack2.tif", stack)
+    assert ek.open_source(str(tmp_path / "stack2.tif")).shape == (3, 64, 48, 2)
+    tifffile.imwrite(tmp_path / "grey.tif", np.zeros((5, 64, 48), np.uint8))  # a plain grey stack stays one
+    assert ek.open_source(str(tmp_path / "grey.tif")).shape == (5, 64, 48)
