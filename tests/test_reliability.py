@@ -447,3 +447,23 @@ def test_15_two_channel_tiff_is_one_image_everywhere(video_ckpt, tmp_path, capsy
     assert ek.open_source(str(tmp_path / "stack2.tif")).shape == (3, 64, 48, 2)
     tifffile.imwrite(tmp_path / "grey.tif", np.zeros((5, 64, 48), np.uint8))  # a plain grey stack stays one
     assert ek.open_source(str(tmp_path / "grey.tif")).shape == (5, 64, 48)
+
+
+# ----------------------------------------------------------------------------- defect 16
+def test_16_same_correction_twice_gives_the_same_result(video_ckpt) -> None:
+    """The second of two identical corrections on a tracked frame used to be decoded without
+    memory: a different mask, and different later frames."""
+    from video_runners import moving_disks
+
+    model = ek.load_model(video_ckpt)
+    session = ek.VideoTracker(model).start(moving_disks(6, 64))
+    session.add_prompt(0, 1, points=[[20, 25]], labels=[1])
+    list(session.propagate("forward"))
+    first = session.add_prompt(3, 1, points=[[26, 29], [40, 10]], labels=[1, 0])
+    after_first = {f: m.copy() for f, _ids, m in session.propagate("forward", start=3)}
+    second = session.add_prompt(3, 1, points=[[26, 29], [40, 10]], labels=[1, 0])
+    after_second = {f: m.copy() for f, _ids, m in session.propagate("forward", start=3)}
+    assert np.array_equal(first.mask, second.mask) and abs(first.score - second.score) < 1e-5
+    assert after_first.keys() == after_second.keys() == {3, 4, 5}
+    for f in after_first:
+        np.testing.assert_array_equal(after_first[f], after_second[f], err_msg=f"frame {f}")

@@ -119,11 +119,14 @@ class TrackingSession:
             if mask_t is not None:
                 out = rt.mask_as_output(feats.embed, feats.high_res, mask_t)
             else:
-                correcting = frame in state.tracked and frame not in state.conditioning
+                correcting = frame in state.corrected or (frame in state.tracked and frame not in state.conditioning)
                 prev = None
                 if correcting:
-                    old = state.memory_at(frame)
-                    prev = None if old is None else old.low_res[None].clamp(-32.0, 32.0)
+                    if frame not in state.corrected:
+                        old = state.memory_at(frame)
+                        state.corrected[frame] = None if old is None else old.low_res
+                    held = state.corrected[frame]
+                    prev = None if held is None else held[None].clamp(-32.0, 32.0)
                 conditioned = self._condition(state, frame, feats.embed, reverse=False,
                                               exclude=frame if correcting else None) if correcting \
                     else rt.condition(feats.embed, None, None, 0, 0)
