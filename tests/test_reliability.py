@@ -467,3 +467,109 @@ def test_16_same_correction_twice_gives_the_same_result(video_ckpt) -> None:
     assert after_first.keys() == after_second.keys() == {3, 4, 5}
     for f in after_first:
         np.testing.assert_array_equal(after_first[f], after_second[f], err_msg=f"frame {f}")
+
+
+# ----------------------------------------------------------------------------- unclear errors
+@pytest.fixture(scope="module")
+def tiny_model(video_ckpt) -> ek.EdgeTam:
+    return ek.load_model(video_ckpt)
+
+
+def test_errors_images_channels_percentiles(tiny_model) -> None:
+    """float64 above float32's range was "NaN or infinite"; bf16 tensors "unsupported ScalarType";
+    channels=1.5/'rgb' raw errors and True read as channel 1; percentiles checked only on 16-bit."""
+    import torch
+
+    pred = ek.ImagePredictor(tiny_model)
+    big = np.full((40, 50), 1e39, np.float64)
+    big[10:20, 10:20] = 3e39
+    pred.set_image(big)  # finite: rescaled by percentiles like any other float image
+    pred.set_image(torch.rand(40, 50, 3, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="image contains NaN or infinite values"):
+        pred.set_image(np.full((40, 50), np.inf))
+    for bad in (1.5, "rgb", True, [0, 1], [True, 0, 1]):
+        with pytest.raises(TypeError, match=r"channels must be None, one channel index \(int\) or three"):
+            pred.set_image(np.zeros((40, 50, 4), np.uint8), channels=bad)
+    for bad in ((99, 1), "x", (1, 2, 3), (-1, 50)):
+        with pytest.raises(ValueError, match=r"percentiles must be \(low, high\) with 0 <= low < high <= 100"):
+            ek.ImagePredictor(tiny_model, percentiles=bad)
+        with pytest.raises(ValueError, match=r"percentiles must be \(low, high\)"):
+            ek.VideoTracker(tiny_model, percentiles=bad)
+    with pytest.raises(TypeError, match=r"channels must be None"):
+        ek.VideoTracker(tiny_model, channels="x")
+    with pytest.raises(ValueError, match=r"max_conditioning_frames must be None or an int >= 1, got True"):
+        ek.VideoTracker(tiny_model, max_conditioning_frames=True)
+    with pytest.raises(ValueError, match=r"max_memory_frames must be an int"):
+        ek.VideoTracker(tiny_model, max_memory_frames=True)
+
+
+def test_errors_prompts_and_progress(tiny_model) -> None:
+    """points with requires_grad were a RuntimeError; predict_batch(image_index=0.0) and
+    points={"a": ...} raw errors; propagate(progress=1, cancel=1) unchecked until a frame was done."""
+    import torch
+
+    img = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    pred = ek.ImagePredictor(tiny_model)
+    pred.set_image(img)
+    pts = torch.tensor([[10.0, 12.0]], requires_grad=True)
+    np.testing.assert_array_equal(pred.predict(points=pts).masks, pred.predict(points=[[10, 12]]).masks)
+    with pytest.raises(TypeError, match=r"image_index must be an int or a list of ints \(one per object\), got 0.0"):
+        pred.predict_batch(points=[[[5, 5]]], image_index=0.0)
+    with pytest.raises(TypeError, match=r"points must be a list with one entry per object, got dict"):
+        pred.predict_batch(points={"a": [[5, 5]]})
+    session = ek.VideoTracker(tiny_model).start(np.stack([img, img]))
+    session.add_prompt(0, 1, points=[[5, 5]])
+    with pytest.raises(TypeError, match=r"progress must be True, a callable"):
+        session.propagate(progress=1)
+    with pytest.raises(TypeError, match=r"cancel must be a callable"):
+        session.propagate(cancel=1)
+
+
+def test_errors_coco_export(tmp_path) -> None:
+    """numpy float32 scores were "not JSON serializable"; bad RLE counts silently accepted;
+    format=['coco'] "unhashable type"."""
+    import json
+
+    m = _square((8, 8), 1, 1, 3)
+    ann = {"segmentation": m, "predicted_iou": np.float32(0.5), "stability_score": np.float64(0.9),
+           "point_coords": np.array([[1.0, 2.0]])}
+    (path,) = export_masks(MaskSet("a.png", (8, 8), [ann]), tmp_path / "a.json", format="coco")
+    rec = json.loads(path.read_text())["annotations"][0]
+    assert rec["score"] == 0.5 and rec["point_coords"] == [[1.0, 2.0]]
+    for seg, pattern in (({"size": [8, 8], "counts": [1, 2, 3]}, "must add up to H \\* W = 64"),
+                         ({"size": [8, 8], "counts": "zzzz"}, "segmentation must be a COCO RLE"),
+                         ({"size": [4, 4], "counts": [16]}, r"of the image's size \(8, 8\)"),
+                         ({"size": [8, 8], "counts": None}, "counts must be a list of run lengths")):
+        with pytest.raises(ValueError, match=r"a.png: annotations\[0\]: .*" + pattern):
+            export_masks(MaskSet("a.png", (8, 8), [{"segmentation": seg}]), tmp_path / "b.json", format="coco")
+    with pytest.raises(TypeError, match=r"format must be an exporter name \(str\)"):
+        export_masks(MaskSet("a.png", (8, 8), [m]), tmp_path, format=["coco"])
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_errors_cache_marker_and_checkpoint_spec(tiny_model, tmp_path, monkeypatch) -> None:
+    """A garbage cache format marker warned "ignored" yet was used; CheckpointSpec(source=12345)
+    failed later without naming its plugin."""
+    import edgetam_kit.plugins.manager as plugins
+    from edgetam_kit.io.cache import EmbeddingCache
+    from edgetam_kit.plugins import PluginManager
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "edgetam-cache.json").write_text("garbage{")
+    img = np.full((40, 50, 3), 60, np.uint8)
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="its entries are ignored and nothing is written"):
+            cache = EmbeddingCache(tmp_path / "c")
+        ek.ImagePredictor(tiny_model, cache=cache).set_image(img)
+        assert cache.hits == 0 and len(cache) == 0
+
+    class BadSpec:
+        @ek.hookimpl
+        def edgetam_kit_checkpoints(self):
+            return [ek.CheckpointSpec("numbers", 12345)]
+
+    pm = PluginManager.create(autoload=False)
+    pm.register(BadSpec(), name="bad-spec-plugin")
+    monkeypatch.setattr(plugins, "_manager", pm)
+    with pytest.warns(UserWarning, match=r"'bad-spec-plugin' failed at edgetam_kit_checkpoints: .*source=12345"):
+        assert "numbers" not in pm.checkpoints()

@@ -97,6 +97,16 @@ class PluginManager:
             if not isinstance(spec, CheckpointSpec):
                 self._report(plugin, "edgetam_kit_checkpoints", TypeError(f"returned {type(spec).__name__}, not CheckpointSpec"))
                 continue
+            bad = [f"{field}={getattr(spec, field)!r}" for field, ok in (
+                ("name", isinstance(spec.name, str) and spec.name != ""),
+                ("source", isinstance(spec.source, (str, os.PathLike))),
+                ("filename", spec.filename is None or isinstance(spec.filename, str)),
+                ("config", isinstance(spec.config, str))) if not ok]
+            if bad:  # attributed to the plugin here, not a TypeError deep inside load_model
+                self._report(plugin, "edgetam_kit_checkpoints", TypeError(
+                    f"CheckpointSpec {', '.join(bad)}: name, source (a path or hub id) and config must be str, "
+                    "filename None or str"))
+                continue
             found[spec.name] = spec
         return found
 
