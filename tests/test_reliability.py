@@ -573,3 +573,41 @@ def test_errors_cache_marker_and_checkpoint_spec(tiny_model, tmp_path, monkeypat
     monkeypatch.setattr(plugins, "_manager", pm)
     with pytest.warns(UserWarning, match=r"'bad-spec-plugin' failed at edgetam_kit_checkpoints: .*source=12345"):
         assert "numbers" not in pm.checkpoints()
+
+
+# ----------------------------------------------------------------------------- defect 9
+def test_9_unwritable_cache_is_used_read_only(tiny_model, video_ckpt, tmp_path, monkeypatch, capsys) -> None:
+    """A cache folder that cannot be written used to raise PermissionError after the encode (the
+    features lost); the CLI had no read-only option."""
+    import pathlib
+
+    from edgetam_kit.io.cache import EmbeddingCache
+
+    shared = tmp_path / "shared"
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):  # a folder we may not write (tests run as root: chmod would not stop us)
+        if str(self).startswith(str(shared)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    img = (np.random.default_rng(9).random((40, 50, 3)) * 255).astype(np.uint8)
+    cache = EmbeddingCache(shared)
+    pred = ek.ImagePredictor(tiny_model, cache=cache)
+    with pytest.warns(UserWarning, match=r"cannot write to .*shared \(PermissionError.*using it read-only"):
+        pred.set_image(img)
+    assert pred.is_image_set and cache.readonly
+    plain = ek.ImagePredictor(tiny_model)
+    plain.set_image(img)
+    np.testing.assert_array_equal(pred.predict(points=[[10, 10]]).masks, plain.predict(points=[[10, 10]]).masks)
+    monkeypatch.setattr(pathlib.Path, "mkdir", real_mkdir)
+
+    import skimage.io
+
+    skimage.io.imsave(tmp_path / "a.png", img, check_contrast=False)
+    ro = tmp_path / "ro-cache"
+    rc = main(["auto", str(tmp_path / "a.png"), "-o", str(tmp_path / "m.json"), "--cache", str(ro),
+               "--cache-readonly", "--points-per-side", "2", "--quiet", "--checkpoint", str(video_ckpt)])
+    assert rc == 0, capsys.readouterr().err
+    assert not ro.exists(), "a read-only cache is never written"

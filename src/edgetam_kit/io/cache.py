@@ -192,9 +192,23 @@ class EmbeddingCache:
         return ImageFeatures(t[0], (t[1], t[2]))
 
     def put(self, signature: dict[str, Any], features: ImageFeatures) -> Path | None:
-        """Store ``features`` under ``signature`` (atomically); returns the entry's folder."""
+        """Store ``features`` under ``signature`` (atomically); returns the entry's folder, or None
+        when nothing is written. A folder that cannot be written (a shared, read-only cache; a full
+        disk) is reported once with a warning and used read-only from then on: the features just
+        encoded are never lost to a failed cache write."""
         if self.readonly or self._foreign:
             return None
+        try:
+            return self._put(signature, features)
+        except OSError as exc:
+            import warnings
+
+            self.readonly = True
+            warnings.warn(f"cache: cannot write to {self.path} ({type(exc).__name__}: {exc}); using it read-only "
+                          "(pass readonly=True, or --cache-readonly, to say so)", stacklevel=3)
+            return None
+
+    def _put(self, signature: dict[str, Any], features: ImageFeatures) -> Path | None:
         import zarr
 
         self.path.mkdir(parents=True, exist_ok=True)
