@@ -611,3 +611,57 @@ def test_9_unwritable_cache_is_used_read_only(tiny_model, video_ckpt, tmp_path, 
                "--cache-readonly", "--points-per-side", "2", "--quiet", "--checkpoint", str(video_ckpt)])
     assert rc == 0, capsys.readouterr().err
     assert not ro.exists(), "a read-only cache is never written"
+
+
+# ----------------------------------------------------------------------------- defect 8 (partly)
+def test_8_broken_backend_plugin_falls_back_to_the_builtin(video_ckpt, monkeypatch) -> None:
+    """Backend("eager", prepare=<raises>) from a plugin used to make every load_model raise."""
+    import edgetam_kit.plugins.manager as plugins
+    from edgetam_kit.plugins import PluginManager
+    from edgetam_kit.runtime import Backend
+
+    img = (np.random.default_rng(8).random((40, 50, 3)) * 255).astype(np.uint8)
+    plain = ek.ImagePredictor(ek.load_model(video_ckpt))
+    plain.set_image(img)
+
+    def prepare(model, precision):
+        raise RuntimeError("no accelerator here")
+
+    class BrokenBackend:
+        @ek.hookimpl
+        def edgetam_kit_backends(self):
+            return [Backend("eager", prepare, "a broken override")]
+
+    pm = PluginManager.create(autoload=False)
+    pm.register(BrokenBackend(), name="broken-backend")
+    monkeypatch.setattr(plugins, "_manager", pm)
+    with pytest.warns(UserWarning, match=r"'broken-backend' failed at backend 'eager' prepare: RuntimeError"):
+        model = ek.load_model(video_ckpt)
+    pred = ek.ImagePredictor(model)
+    pred.set_image(img)
+    np.testing.assert_array_equal(pred.predict(points=[[10, 10]]).masks, plain.predict(points=[[10, 10]]).masks)
+    assert [e.plugin for e in pm.errors] == ["broken-backend"]
+
+
+def test_8_plugin_failures_survive_warning_filters_and_sys_exit(monkeypatch, capsys) -> None:
+    """With PYTHONWARNINGS=error a broken plugin's warning became a traceback; a plugin calling
+    sys.exit(3) at import ended the host."""
+    import warnings
+
+    import edgetam_kit.plugins.manager as plugins
+    from edgetam_kit.plugins import PluginManager
+
+    class ExitingEntryPoint:
+        name, value = "exits", "exits_plugin"
+
+        def load(self):
+            raise SystemExit(3)
+
+    real = plugins.entry_points
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [*real(group=group), ExitingEntryPoint()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pm = PluginManager.create(autoload=True)
+    assert any(e.plugin == "exits" and "SystemExit" in e.error for e in pm.errors)
+    assert "edgetam-kit plugin 'exits' failed at load: SystemExit: 3" in capsys.readouterr().err
+    assert "eager" in pm.backends(), "the built-ins still load"
