@@ -425,3 +425,243 @@ def test_4_unreadable_frames_and_series_are_named(tmp_path) -> None:
     tifffile.imwrite(tmp_path / "one.tif", frames[..., 0])
     with pytest.raises(ValueError, match=r"series must be an int in \[0, 0\]"):
         ek.open_source(str(tmp_path / "one.tif"), series=5)
+
+
+# ----------------------------------------------------------------------------- defect 15
+def test_15_two_channel_tiff_is_one_image_everywhere(video_ckpt, tmp_path, capsys) -> None:
+    """`embed two_ch.tif` (H x W x 2) used to read 64 frames of 48x2 and exit 0 where `segment`
+    on the same file says "2 channels"; now both read one 2-channel image."""
+    import tifffile
+
+    img = (np.random.default_rng(15).random((64, 48, 2)) * 255).astype(np.uint8)
+    path = tmp_path / "two_ch.tif"
+    tifffile.imwrite(path, img, compression="zlib")
+    src = ek.open_source(str(path))
+    assert src.shape == (1, 64, 48, 2) and np.array_equal(src.frame(0), img)
+    for argv in (["embed", str(path), "-o", str(tmp_path / "cache")],
+                 ["segment", str(path), "--point", "10,10", "-o", str(tmp_path / "m.png")]):
+        assert main([*argv, "--checkpoint", str(video_ckpt)]) == 2, argv
+        assert "2 channels" in capsys.readouterr().err, argv
+    stack = np.zeros((3, 64, 48, 2), np.uint8)  # a stack of 2-channel frames: 3 frames
+    tifffile.imwrite(tmp_path / "stack2.tif", stack)
+    assert ek.open_source(str(tmp_path / "stack2.tif")).shape == (3, 64, 48, 2)
+    tifffile.imwrite(tmp_path / "grey.tif", np.zeros((5, 64, 48), np.uint8))  # a plain grey stack stays one
+    assert ek.open_source(str(tmp_path / "grey.tif")).shape == (5, 64, 48)
+
+
+# ----------------------------------------------------------------------------- defect 16
+def test_16_same_correction_twice_gives_the_same_result(video_ckpt) -> None:
+    """The second of two identical corrections on a tracked frame used to be decoded without
+    memory: a different mask, and different later frames."""
+    from video_runners import moving_disks
+
+    model = ek.load_model(video_ckpt)
+    session = ek.VideoTracker(model).start(moving_disks(6, 64))
+    session.add_prompt(0, 1, points=[[20, 25]], labels=[1])
+    list(session.propagate("forward"))
+    first = session.add_prompt(3, 1, points=[[26, 29], [40, 10]], labels=[1, 0])
+    after_first = {f: m.copy() for f, _ids, m in session.propagate("forward", start=3)}
+    second = session.add_prompt(3, 1, points=[[26, 29], [40, 10]], labels=[1, 0])
+    after_second = {f: m.copy() for f, _ids, m in session.propagate("forward", start=3)}
+    assert np.array_equal(first.mask, second.mask) and abs(first.score - second.score) < 1e-5
+    assert after_first.keys() == after_second.keys() == {3, 4, 5}
+    for f in after_first:
+        np.testing.assert_array_equal(after_first[f], after_second[f], err_msg=f"frame {f}")
+
+
+# ----------------------------------------------------------------------------- unclear errors
+@pytest.fixture(scope="module")
+def tiny_model(video_ckpt) -> ek.EdgeTam:
+    return ek.load_model(video_ckpt)
+
+
+def test_errors_images_channels_percentiles(tiny_model) -> None:
+    """float64 above float32's range was "NaN or infinite"; bf16 tensors "unsupported ScalarType";
+    channels=1.5/'rgb' raw errors and True read as channel 1; percentiles checked only on 16-bit."""
+    import torch
+
+    pred = ek.ImagePredictor(tiny_model)
+    big = np.full((40, 50), 1e39, np.float64)
+    big[10:20, 10:20] = 3e39
+    pred.set_image(big)  # finite: rescaled by percentiles like any other float image
+    pred.set_image(torch.rand(40, 50, 3, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="image contains NaN or infinite values"):
+        pred.set_image(np.full((40, 50), np.inf))
+    for bad in (1.5, "rgb", True, [0, 1], [True, 0, 1]):
+        with pytest.raises(TypeError, match=r"channels must be None, one channel index \(int\) or three"):
+            pred.set_image(np.zeros((40, 50, 4), np.uint8), channels=bad)
+    for bad in ((99, 1), "x", (1, 2, 3), (-1, 50)):
+        with pytest.raises(ValueError, match=r"percentiles must be \(low, high\) with 0 <= low < high <= 100"):
+            ek.ImagePredictor(tiny_model, percentiles=bad)
+        with pytest.raises(ValueError, match=r"percentiles must be \(low, high\)"):
+            ek.VideoTracker(tiny_model, percentiles=bad)
+    with pytest.raises(TypeError, match=r"channels must be None"):
+        ek.VideoTracker(tiny_model, channels="x")
+    with pytest.raises(ValueError, match=r"max_conditioning_frames must be None or an int >= 1, got True"):
+        ek.VideoTracker(tiny_model, max_conditioning_frames=True)
+    with pytest.raises(ValueError, match=r"max_memory_frames must be an int"):
+        ek.VideoTracker(tiny_model, max_memory_frames=True)
+
+
+def test_errors_prompts_and_progress(tiny_model) -> None:
+    """points with requires_grad were a RuntimeError; predict_batch(image_index=0.0) and
+    points={"a": ...} raw errors; propagate(progress=1, cancel=1) unchecked until a frame was done."""
+    import torch
+
+    img = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    pred = ek.ImagePredictor(tiny_model)
+    pred.set_image(img)
+    pts = torch.tensor([[10.0, 12.0]], requires_grad=True)
+    np.testing.assert_array_equal(pred.predict(points=pts).masks, pred.predict(points=[[10, 12]]).masks)
+    with pytest.raises(TypeError, match=r"image_index must be an int or a list of ints \(one per object\), got 0.0"):
+        pred.predict_batch(points=[[[5, 5]]], image_index=0.0)
+    with pytest.raises(TypeError, match=r"points must be a list with one entry per object, got dict"):
+        pred.predict_batch(points={"a": [[5, 5]]})
+    session = ek.VideoTracker(tiny_model).start(np.stack([img, img]))
+    session.add_prompt(0, 1, points=[[5, 5]])
+    with pytest.raises(TypeError, match=r"progress must be True, a callable"):
+        session.propagate(progress=1)
+    with pytest.raises(TypeError, match=r"cancel must be a callable"):
+        session.propagate(cancel=1)
+
+
+def test_errors_coco_export(tmp_path) -> None:
+    """numpy float32 scores were "not JSON serializable"; bad RLE counts silently accepted;
+    format=['coco'] "unhashable type"."""
+    import json
+
+    m = _square((8, 8), 1, 1, 3)
+    ann = {"segmentation": m, "predicted_iou": np.float32(0.5), "stability_score": np.float64(0.9),
+           "point_coords": np.array([[1.0, 2.0]])}
+    (path,) = export_masks(MaskSet("a.png", (8, 8), [ann]), tmp_path / "a.json", format="coco")
+    rec = json.loads(path.read_text())["annotations"][0]
+    assert rec["score"] == 0.5 and rec["point_coords"] == [[1.0, 2.0]]
+    for seg, pattern in (({"size": [8, 8], "counts": [1, 2, 3]}, "must add up to H \\* W = 64"),
+                         ({"size": [8, 8], "counts": "zzzz"}, "segmentation must be a COCO RLE"),
+                         ({"size": [4, 4], "counts": [16]}, r"of the image's size \(8, 8\)"),
+                         ({"size": [8, 8], "counts": None}, "counts must be a list of run lengths")):
+        with pytest.raises(ValueError, match=r"a.png: annotations\[0\]: .*" + pattern):
+            export_masks(MaskSet("a.png", (8, 8), [{"segmentation": seg}]), tmp_path / "b.json", format="coco")
+    with pytest.raises(TypeError, match=r"format must be an exporter name \(str\)"):
+        export_masks(MaskSet("a.png", (8, 8), [m]), tmp_path, format=["coco"])
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_errors_cache_marker_and_checkpoint_spec(tiny_model, tmp_path, monkeypatch) -> None:
+    """A garbage cache format marker warned "ignored" yet was used; CheckpointSpec(source=12345)
+    failed later without naming its plugin."""
+    import edgetam_kit.plugins.manager as plugins
+    from edgetam_kit.io.cache import EmbeddingCache
+    from edgetam_kit.plugins import PluginManager
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "edgetam-cache.json").write_text("garbage{")
+    img = np.full((40, 50, 3), 60, np.uint8)
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="its entries are ignored and nothing is written"):
+            cache = EmbeddingCache(tmp_path / "c")
+        ek.ImagePredictor(tiny_model, cache=cache).set_image(img)
+        assert cache.hits == 0 and len(cache) == 0
+
+    class BadSpec:
+        @ek.hookimpl
+        def edgetam_kit_checkpoints(self):
+            return [ek.CheckpointSpec("numbers", 12345)]
+
+    pm = PluginManager.create(autoload=False)
+    pm.register(BadSpec(), name="bad-spec-plugin")
+    monkeypatch.setattr(plugins, "_manager", pm)
+    with pytest.warns(UserWarning, match=r"'bad-spec-plugin' failed at edgetam_kit_checkpoints: .*source=12345"):
+        assert "numbers" not in pm.checkpoints()
+
+
+# ----------------------------------------------------------------------------- defect 9
+def test_9_unwritable_cache_is_used_read_only(tiny_model, video_ckpt, tmp_path, monkeypatch, capsys) -> None:
+    """A cache folder that cannot be written used to raise PermissionError after the encode (the
+    features lost); the CLI had no read-only option."""
+    import pathlib
+
+    from edgetam_kit.io.cache import EmbeddingCache
+
+    shared = tmp_path / "shared"
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):  # a folder we may not write (tests run as root: chmod would not stop us)
+        if str(self).startswith(str(shared)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    img = (np.random.default_rng(9).random((40, 50, 3)) * 255).astype(np.uint8)
+    cache = EmbeddingCache(shared)
+    pred = ek.ImagePredictor(tiny_model, cache=cache)
+    with pytest.warns(UserWarning, match=r"cannot write to .*shared \(PermissionError.*using it read-only"):
+        pred.set_image(img)
+    assert pred.is_image_set and cache.readonly
+    plain = ek.ImagePredictor(tiny_model)
+    plain.set_image(img)
+    np.testing.assert_array_equal(pred.predict(points=[[10, 10]]).masks, plain.predict(points=[[10, 10]]).masks)
+    monkeypatch.setattr(pathlib.Path, "mkdir", real_mkdir)
+
+    import skimage.io
+
+    skimage.io.imsave(tmp_path / "a.png", img, check_contrast=False)
+    ro = tmp_path / "ro-cache"
+    rc = main(["auto", str(tmp_path / "a.png"), "-o", str(tmp_path / "m.json"), "--cache", str(ro),
+               "--cache-readonly", "--points-per-side", "2", "--quiet", "--checkpoint", str(video_ckpt)])
+    assert rc == 0, capsys.readouterr().err
+    assert not ro.exists(), "a read-only cache is never written"
+
+
+# ----------------------------------------------------------------------------- defect 8 (partly)
+def test_8_broken_backend_plugin_falls_back_to_the_builtin(video_ckpt, monkeypatch) -> None:
+    """Backend("eager", prepare=<raises>) from a plugin used to make every load_model raise."""
+    import edgetam_kit.plugins.manager as plugins
+    from edgetam_kit.plugins import PluginManager
+    from edgetam_kit.runtime import Backend
+
+    img = (np.random.default_rng(8).random((40, 50, 3)) * 255).astype(np.uint8)
+    plain = ek.ImagePredictor(ek.load_model(video_ckpt))
+    plain.set_image(img)
+
+    def prepare(model, precision):
+        raise RuntimeError("no accelerator here")
+
+    class BrokenBackend:
+        @ek.hookimpl
+        def edgetam_kit_backends(self):
+            return [Backend("eager", prepare, "a broken override")]
+
+    pm = PluginManager.create(autoload=False)
+    pm.register(BrokenBackend(), name="broken-backend")
+    monkeypatch.setattr(plugins, "_manager", pm)
+    with pytest.warns(UserWarning, match=r"'broken-backend' failed at backend 'eager' prepare: RuntimeError"):
+        model = ek.load_model(video_ckpt)
+    pred = ek.ImagePredictor(model)
+    pred.set_image(img)
+    np.testing.assert_array_equal(pred.predict(points=[[10, 10]]).masks, plain.predict(points=[[10, 10]]).masks)
+    assert [e.plugin for e in pm.errors] == ["broken-backend"]
+
+
+def test_8_plugin_failures_survive_warning_filters_and_sys_exit(monkeypatch, capsys) -> None:
+    """With PYTHONWARNINGS=error a broken plugin's warning became a traceback; a plugin calling
+    sys.exit(3) at import ended the host."""
+    import warnings
+
+    import edgetam_kit.plugins.manager as plugins
+    from edgetam_kit.plugins import PluginManager
+
+    class ExitingEntryPoint:
+        name, value = "exits", "exits_plugin"
+
+        def load(self):
+            raise SystemExit(3)
+
+    real = plugins.entry_points
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [*real(group=group), ExitingEntryPoint()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pm = PluginManager.create(autoload=True)
+    assert any(e.plugin == "exits" and "SystemExit" in e.error for e in pm.errors)
+    assert "edgetam-kit plugin 'exits' failed at load: SystemExit: 3" in capsys.readouterr().err
+    assert "eager" in pm.backends(), "the built-ins still load"

@@ -26,6 +26,17 @@ class Cancelled(RuntimeError):
     """The caller cancelled a long-running call; nothing was changed."""
 
 
+def check_progress_cancel(progress: Any, cancel: Any) -> None:
+    """TypeError naming ``progress`` / ``cancel`` when neither form fits (checked at the call, not
+    at the first step)."""
+    if not (progress is None or isinstance(progress, bool) or callable(progress) or hasattr(progress, "update")):
+        raise TypeError(f"progress must be True, a callable f(done, total) or have update(n), got "
+                        f"{type(progress).__name__}")
+    if not (cancel is None or hasattr(cancel, "is_set") or callable(cancel)):
+        raise TypeError(f"cancel must be a callable returning bool or an object with is_set(), got "
+                        f"{type(cancel).__name__}")
+
+
 def is_cancelled(cancel: Any) -> bool:
     if cancel is None:
         return False

@@ -26,7 +26,10 @@ DEFAULT_PERCENTILES = (1.0, 99.8)
 
 def _as_array(image: object, name: str) -> np.ndarray:
     if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
+        t = image.detach().cpu()
+        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.float()  # bf16 / float8: numpy has no such dtype; float32 holds every value
+        image = t.numpy()
     elif not isinstance(image, np.ndarray) and (
         hasattr(image, "__array__") or hasattr(image, "__array_interface__")
     ):
@@ -36,13 +39,41 @@ def _as_array(image: object, name: str) -> np.ndarray:
     return image
 
 
+def check_channels(channels: object) -> list[int] | None:
+    """``channels`` as a list of one or three ints (None stays None); TypeError naming it otherwise
+    (a bool, a float, a string are refused, never read as an index)."""
+    if channels is None:
+        return None
+    form = "None, one channel index (int) or three (a list of ints)"
+    if isinstance(channels, (int, np.integer)) and not isinstance(channels, (bool, np.bool_)):
+        return [int(channels)]
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, (Sequence, np.ndarray)):
+        raise TypeError(f"channels must be {form}, got {channels!r}")
+    idx = list(channels)
+    if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in idx) \
+            or len(idx) not in (1, 3):
+        raise TypeError(f"channels must be {form}, got {channels!r}")
+    return [int(i) for i in idx]
+
+
+def check_percentiles(percentiles: object) -> tuple[float, float]:
+    """``percentiles`` as (low, high) floats with 0 <= low < high <= 100; ValueError naming it."""
+    try:
+        lo, hi = (float(v) for v in percentiles)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}") from None
+    if not (0.0 <= lo < hi <= 100.0):
+        raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
+    return lo, hi
+
+
 def select_channels(image: np.ndarray, channels: int | Sequence[int] | None, name: str = "image") -> np.ndarray:
     """Return an HxWx3 view/copy of ``image`` following the channel rules above."""
     if image.ndim == 2:
         image = image[..., None]
     c = image.shape[2]
-    if channels is not None:
-        idx = [channels] if isinstance(channels, (int, np.integer)) else list(channels)
+    idx = check_channels(channels)
+    if idx is not None:
         if len(idx) not in (1, 3) or any(not (-c <= int(i) < c) for i in idx):
             raise ValueError(f"channels must be one index or three indices into the {c} channels of {name}, got {channels!r}")
         image = image[..., [int(i) for i in idx]]
@@ -85,18 +116,18 @@ def to_unit_rgb(
     if arr.dtype == np.bool_:
         return arr.astype(np.float32)
     was_float = arr.dtype.kind == "f"
-    arr = arr.astype(np.float32)
-    if not np.isfinite(arr).all():
+    if was_float and not np.isfinite(arr).all():  # checked before any cast: 1e39 is finite in float64
         raise ValueError(f"{name} contains NaN or infinite values; replace them (e.g. np.nan_to_num) first")
-    if was_float and arr.min() >= 0.0 and arr.max() <= 1.0:
-        return arr
-    lo_p, hi_p = percentiles
-    if not (0.0 <= lo_p < hi_p <= 100.0):
-        raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
-    lo, hi = np.percentile(arr, [lo_p, hi_p])
+    lo_p, hi_p = check_percentiles(percentiles)
+    wide = arr.dtype.itemsize >= 8 and float(np.abs(arr).max()) > float(np.finfo(np.float32).max)
+    work = arr.astype(np.float64 if wide else np.float32)  # beyond float32's range: rescale in float64
+    if was_float and work.min() >= 0.0 and work.max() <= 1.0:
+        return work.astype(np.float32, copy=False)
+    lo, hi = np.percentile(work, [lo_p, hi_p])
     if hi <= lo:  # flat image: keep it flat at mid-grey rather than dividing by zero
-        return np.full_like(arr, 0.5 if hi > 0 else 0.0)
-    return np.clip((arr - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
+        return np.full(work.shape, 0.5 if hi > 0 else 0.0, np.float32)
+    ftype = work.dtype.type
+    return np.clip((work - ftype(lo)) / ftype(hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def to_model_input(rgb01: np.ndarray, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

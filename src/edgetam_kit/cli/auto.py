@@ -62,6 +62,17 @@ def _add_model_args(p: argparse.ArgumentParser, configs: list[str]) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _cache(args: argparse.Namespace) -> Any:
+    """--cache DIR [--cache-readonly] as an EmbeddingCache (or None)."""
+    from ..io.cache import EmbeddingCache
+
+    if args.cache is None:
+        if args.cache_readonly:
+            raise ValueError("--cache-readonly needs --cache DIR")
+        return None
+    return EmbeddingCache(args.cache, readonly=args.cache_readonly)
+
+
 # ----------------------------------------------------------------------------- auto
 def cmd_auto(args: argparse.Namespace) -> int:
     """``edgetam auto``: automatic masks for an image or a folder, written in one format."""
@@ -81,7 +92,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
         pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
         stability_score_offset=args.stability_score_offset, mask_threshold=args.mask_threshold,
         box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_n_layers,
-        min_mask_region_area=args.min_mask_region_area, output_mode="coco_rle", cache=args.cache, **_tiling(args))
+        min_mask_region_area=args.min_mask_region_area, output_mode="coco_rle", cache=_cache(args), **_tiling(args))
     combined = exporter.combined
     items: list[MaskSet] = []
     written: list[Path] = []
@@ -180,6 +191,8 @@ def add_auto_parsers(subs: argparse._SubParsersAction, sub: Any, configs: list[s
                         "plugin adds (see `edgetam plugins`); default coco")
     _add_model_args(p, configs)
     p.add_argument("--cache", metavar="DIR", help="embedding cache folder (see `edgetam embed`)")
+    p.add_argument("--cache-readonly", action="store_true",
+                   help="only read the cache (a shared folder prepared elsewhere); never write to it")
     g = p.add_argument_group("generator settings (defaults: the original SAM 2 generator's)")
     g.add_argument("--points-per-side", type=int, default=32, metavar="N")
     g.add_argument("--points-per-batch", type=int, default=64, metavar="N")

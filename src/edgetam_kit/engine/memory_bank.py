@@ -41,6 +41,10 @@ class ObjectState:
     anchored: dict[int, FrameMemory] = field(default_factory=dict)
     anchored_pointers: dict[int, torch.Tensor] = field(default_factory=dict)
     tracked: set[int] = field(default_factory=set)  # frames visited by a propagation
+    # Tracked frames later prompted (corrections): the tracked mask logits (1, 4E, 4E) before the
+    # first correction (None when no longer held). A re-prompt replaces the correction, so it is
+    # decoded from the same memory and this same previous mask: the same clicks, the same result.
+    corrected: dict[int, torch.Tensor | None] = field(default_factory=dict)
 
     def remember(self, frame: int, mem: FrameMemory, max_recent: int, max_pointers: int) -> None:
         for store, value, cap in ((self.recent, mem, max_recent), (self.pointers, mem.pointer, max_pointers)):

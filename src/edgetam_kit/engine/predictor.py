@@ -18,7 +18,7 @@ from ..io.cache import as_cache, image_signature
 from ..modeling import EdgeTam, ImageFeatures
 from ..progress import Cancelled, is_cancelled, report
 from ..runtime import ImageContext, Runtime, runtime_of
-from ..transforms import DEFAULT_PERCENTILES, _as_array, to_model_input, to_unit_rgb
+from ..transforms import DEFAULT_PERCENTILES, _as_array, check_percentiles, to_model_input, to_unit_rgb
 from .encoding import Prepared, check_batch_size, encode_batches, prepare_image
 from .locking import locked
 from .prediction import Prediction
@@ -58,7 +58,7 @@ class ImagePredictor:
         if not isinstance(model, EdgeTam):
             raise TypeError(f"model must be an EdgeTam from ek.load_model, got {type(model).__name__}")
         self.model = model.eval()
-        self.percentiles = percentiles
+        self.percentiles = check_percentiles(percentiles)
         self._features: ImageFeatures | None = None
         self._sizes: list[tuple[int, int]] = []
         self._runtime: Runtime | None = None  # the runtime the features were made with

@@ -9,10 +9,12 @@ the argument (with ``where``, e.g. ``points[3]``) and the accepted form.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..transforms import scale_xy
 
@@ -43,6 +45,8 @@ class Prompt:
 
 def float_array(value: Any, name: str) -> np.ndarray:
     """``value`` as float32; ``ValueError`` naming ``name`` if not numbers or not finite."""
+    if isinstance(value, torch.Tensor):  # requires_grad, bf16, or on a GPU: read the values
+        value = value.detach().cpu().float()
     try:
         arr = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -141,7 +145,7 @@ def batch_size_of(points: Any, labels: Any, boxes: Any, mask_inputs: Any,
     for name, value in lists.items():
         if value is None:
             continue
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__"):
             raise TypeError(f"{name} must be a list with one entry per object, got {type(value).__name__}")
         if n is None:
             n = len(value)
@@ -149,6 +153,9 @@ def batch_size_of(points: Any, labels: Any, boxes: Any, mask_inputs: Any,
             raise ValueError(f"{name} has {len(value)} entries but another argument has {n}; give one per object")
     if isinstance(image_index, (int, np.integer)) and not isinstance(image_index, bool):
         image_index = [int(image_index)] * (n or 0)
+    elif image_index is not None and (isinstance(image_index, (str, bytes, Mapping))
+                                      or not hasattr(image_index, "__len__")):
+        raise TypeError(f"image_index must be an int or a list of ints (one per object), got {image_index!r}")
     if n is None:
         if image_index is None:
             raise ValueError("predict_batch needs points, boxes or mask_inputs (one entry per object)")

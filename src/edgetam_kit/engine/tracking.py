@@ -27,10 +27,11 @@ from ..modeling import EdgeTam, ImageFeatures
 from ..modeling.edgetam import TrackOutput
 from .memory_bank import FrameMemory, ObjectState, bank_inputs
 from .prompts import PromptParser
-from ..progress import Cancelled, is_cancelled, report
+from ..progress import Cancelled, check_progress_cancel, is_cancelled, report
 from ..io.labels import MAX_LABEL, paint_labels
 from ..io.sources import FrameSource, open_source
-from ..transforms import DEFAULT_PERCENTILES, to_model_input, to_unit_rgb, upscale_logits
+from ..transforms import (DEFAULT_PERCENTILES, check_channels, check_percentiles, to_model_input, to_unit_rgb,
+                          upscale_logits)
 from ..runtime import FramePrefix, Runtime, runtime_of
 
 DIRECTIONS = ("forward", "backward", "both")
@@ -57,15 +58,18 @@ class VideoTracker:
         model._require_video()
         n = model.config.memory.num_maskmem
         max_memory_frames = n if max_memory_frames is None else max_memory_frames
-        if not isinstance(max_memory_frames, int) or not 1 <= max_memory_frames <= n:
+        if isinstance(max_memory_frames, bool) or not isinstance(max_memory_frames, int) \
+                or not 1 <= max_memory_frames <= n:
             raise ValueError(f"max_memory_frames must be an int in [1, {n}], got {max_memory_frames!r}")
-        if max_conditioning_frames is not None and (
-                not isinstance(max_conditioning_frames, int) or max_conditioning_frames < 1):
+        if max_conditioning_frames is not None and (isinstance(max_conditioning_frames, bool) or
+                                                    not isinstance(max_conditioning_frames, int) or
+                                                    max_conditioning_frames < 1):
             raise ValueError(f"max_conditioning_frames must be None or an int >= 1, got {max_conditioning_frames!r}")
+        check_channels(channels)
         self.model = model.eval()
         self.max_memory_frames = max_memory_frames
         self.max_conditioning_frames = max_conditioning_frames
-        self.percentiles = percentiles
+        self.percentiles = check_percentiles(percentiles)
         self.channels = channels
 
     def start(self, frames: Any) -> "TrackingSession":
@@ -119,11 +123,14 @@ class TrackingSession:
             if mask_t is not None:
                 out = rt.mask_as_output(feats.embed, feats.high_res, mask_t)
             else:
-                correcting = frame in state.tracked and frame not in state.conditioning
+                correcting = frame in state.corrected or (frame in state.tracked and frame not in state.conditioning)
                 prev = None
                 if correcting:
-                    old = state.memory_at(frame)
-                    prev = None if old is None else old.low_res[None].clamp(-32.0, 32.0)
+                    if frame not in state.corrected:
+                        old = state.memory_at(frame)
+                        state.corrected[frame] = None if old is None else old.low_res
+                    held = state.corrected[frame]
+                    prev = None if held is None else held[None].clamp(-32.0, 32.0)
                 conditioned = self._condition(state, frame, feats.embed, reverse=False,
                                               exclude=frame if correcting else None) if correcting \
                     else rt.condition(feats.embed, None, None, 0, 0)
@@ -161,6 +168,7 @@ class TrackingSession:
         """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        check_progress_cancel(progress, cancel)
         if not self.objects:
             raise ValueError("propagate needs at least one prompt: call add_prompt(frame, obj_id, ...) first")
         prompted = sorted({f for s in self.objects.values() for f in s.conditioning})

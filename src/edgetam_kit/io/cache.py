@@ -113,16 +113,19 @@ class EmbeddingCache:
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"cache: {self.path} exists and is not a folder; give a folder for the embedding cache")
         marker = self.path / MARKER
+        self._foreign = False  # a folder marked by another format: never read from nor written to
         if marker.exists():
             try:
                 fmt = json.loads(marker.read_text()).get("format")
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 fmt = None
-            if fmt != CACHE_FORMAT:  # entries would not match anyway; say why every lookup misses
+            if fmt != CACHE_FORMAT:  # say why every lookup misses
                 import warnings
 
+                self._foreign = True
                 warnings.warn(f"cache: {self.path} has format {fmt!r}, this version uses {CACHE_FORMAT}; "
-                              "its entries are ignored", stacklevel=2)
+                              "its entries are ignored and nothing is written there (clear it or use another "
+                              "folder)", stacklevel=2)
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.path)!r}, entries={len(self)})"
@@ -164,7 +167,7 @@ class EmbeddingCache:
         """The entry's arrays (float32, see ARRAYS) if it is complete and every array matches the
         checksum stored with it; None for a missing, foreign or damaged entry (a lost chunk reads as
         zeros in zarr: only the checksum tells)."""
-        group = self._open(signature)
+        group = None if self._foreign else self._open(signature)
         if group is None:
             return None
         try:
@@ -189,9 +192,23 @@ class EmbeddingCache:
         return ImageFeatures(t[0], (t[1], t[2]))
 
     def put(self, signature: dict[str, Any], features: ImageFeatures) -> Path | None:
-        """Store ``features`` under ``signature`` (atomically); returns the entry's folder."""
-        if self.readonly:
+        """Store ``features`` under ``signature`` (atomically); returns the entry's folder, or None
+        when nothing is written. A folder that cannot be written (a shared, read-only cache; a full
+        disk) is reported once with a warning and used read-only from then on: the features just
+        encoded are never lost to a failed cache write."""
+        if self.readonly or self._foreign:
             return None
+        try:
+            return self._put(signature, features)
+        except OSError as exc:
+            import warnings
+
+            self.readonly = True
+            warnings.warn(f"cache: cannot write to {self.path} ({type(exc).__name__}: {exc}); using it read-only "
+                          "(pass readonly=True, or --cache-readonly, to say so)", stacklevel=3)
+            return None
+
+    def _put(self, signature: dict[str, Any], features: ImageFeatures) -> Path | None:
         import zarr
 
         self.path.mkdir(parents=True, exist_ok=True)

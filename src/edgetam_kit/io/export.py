@@ -82,12 +82,7 @@ def _mask_of(ann: Any, size: tuple[int, int], where: str) -> np.ndarray:
 
     seg = ann.get("segmentation") if isinstance(ann, dict) else ann
     if isinstance(seg, dict):
-        rle = seg
-        if isinstance(rle.get("counts"), list):
-            rle = mask_utils.frPyObjects(rle, *rle["size"])
-        elif isinstance(rle.get("counts"), str):
-            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        m = mask_utils.decode(rle).astype(bool)
+        m = _decode_rle(seg, size, where)
     else:
         m = np.asarray(seg)
         if m.dtype != bool:
@@ -95,6 +90,73 @@ def _mask_of(ann: Any, size: tuple[int, int], where: str) -> np.ndarray:
     if m.shape != tuple(size):
         raise ValueError(f"{where}: mask shape {m.shape} does not match the image size {tuple(size)} (H, W)")
     return m
+
+
+def _decode_rle(rle: dict[str, Any], size: tuple[int, int], where: str) -> np.ndarray:
+    """A COCO RLE (counts a list of run lengths or a compressed string) as a bool (H, W) mask;
+    ValueError naming ``where`` when it is not a valid RLE of ``size``."""
+    from pycocotools import mask as mask_utils
+
+    counts, rle_size = rle.get("counts"), rle.get("size")
+    form = f"{where}: segmentation must be a COCO RLE {{'size': [H, W], 'counts': ...}} of the image's size"
+    try:
+        h, w = (int(v) for v in rle_size)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{form}; got size {rle_size!r}") from None
+    if (h, w) != tuple(size):
+        raise ValueError(f"{form} {tuple(size)}; got size {[h, w]}")
+    if isinstance(counts, list):
+        if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 0 for c in counts) \
+                or sum(int(c) for c in counts) != h * w:
+            raise ValueError(f"{form}: run lengths (non-negative ints) must add up to H * W = {h * w}, got "
+                             f"{sum(int(c) for c in counts if isinstance(c, (int, np.integer)))}")
+        enc = mask_utils.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
+    elif isinstance(counts, (str, bytes)):
+        raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
+        runs = _string_runs(raw)
+        if runs is None or min(runs, default=0) < 0 or sum(runs) != h * w:
+            raise ValueError(f"{form}: compressed counts {counts[:40]!r} do not describe an {h}x{w} mask")
+        enc = {"size": [h, w], "counts": raw}
+    else:
+        raise ValueError(f"{form}: counts must be a list of run lengths or a compressed string, got "
+                         f"{type(counts).__name__}")
+    try:
+        m = mask_utils.decode(enc).astype(bool)
+    except Exception as exc:  # pycocotools: "Invalid RLE mask representation"
+        raise ValueError(f"{form}: {exc}") from None
+    return m
+
+
+def _string_runs(s: bytes) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString), or None when
+    it is malformed (pycocotools itself decodes some garbage into out-of-range masks)."""
+    runs: list[int] = []
+    p = 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(s) or not 48 <= s[p] < 48 + 64:
+                return None
+            c = s[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        runs.append(x + runs[-2] if len(runs) > 2 else x)
+    return runs
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays (e.g. float32 scores) as plain Python for json."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def _rle_of(ann: Any, mask: np.ndarray) -> dict[str, Any]:
@@ -180,7 +242,7 @@ def coco_dict(items: Any, category: str = "object") -> dict[str, Any]:
                     record["score"] = float(ann["predicted_iou"])
                 for key in ("predicted_iou", "stability_score", "point_coords"):
                     if key in ann:
-                        record[key] = ann[key]
+                        record[key] = _jsonable(ann[key])
             anns.append(record)
     return {
         "info": {"description": "EdgeTAM masks", "version": "1.0"},
@@ -291,6 +353,8 @@ def exporters() -> dict[str, Any]:
 
 def export_masks(items: Any, out: str | os.PathLike, format: str = "coco", progress: Any = None) -> list[Path]:
     """Write ``items`` (MaskSet or list) to ``out`` with the exporter named ``format``."""
+    if not isinstance(format, str):
+        raise TypeError(f"format must be an exporter name (str), e.g. 'coco', got {format!r}")
     found = exporters()
     if format not in found:
         raise ValueError(f"format must be one of {', '.join(sorted(found))}, got {format!r}")

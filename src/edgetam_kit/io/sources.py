@@ -252,7 +252,7 @@ class TiffStackSource(BaseSource):
             self._pages, self._n = pages, len(pages)
             return
         s = tif.series[series or 0]
-        nd = 3 if s.axes.endswith("S") else 2
+        nd = 3 if s.axes.endswith("S") or _channels_last(s.axes, s.shape) else 2
         self.frame_shape = tuple(int(d) for d in s.shape[-nd:])
         self._n = math.prod(s.shape[:-nd]) if len(s.shape) > nd else 1
         self._dtype = np.dtype(s.dtype).newbyteorder("=")
@@ -266,6 +266,8 @@ class TiffStackSource(BaseSource):
             tif.close()
         elif len(s.pages) == self._n:
             self._pages = list(s.pages)
+        elif self._n == 1:  # one image stored over several pages (e.g. H pages of W x C)
+            self._pages = [s]
         else:
             tif.close()
             raise ValueError(f"source: TIFF {self.path} stores {self._n} frames in {len(s.pages)} compressed "
@@ -294,6 +296,12 @@ class TiffStackSource(BaseSource):
     def close(self) -> None:
         if self._mm is None:
             self._tif.filehandle.close()
+
+
+def _channels_last(axes: str, shape: tuple[int, ...]) -> bool:
+    """An array written without axes metadata (tifffile's ``Q`` axes) whose last axis is 1-4 long
+    is an image's channels (H, W, C), as every image reader sees it, not frames a few pixels wide."""
+    return len(shape) >= 3 and axes.endswith("YX") and axes[-3] == "Q" and shape[-1] <= 4 < shape[-2]
 
 
 def _as_path(source: object) -> Path | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -38,6 +39,7 @@ class PluginError:
 class PluginManager:
     pm: pluggy.PluginManager
     errors: list[PluginError] = field(default_factory=list)
+    backend_plugins: dict[str, str] = field(default_factory=dict)  # backend name -> the plugin supplying it
 
     @classmethod
     def create(cls, autoload: bool | None = None) -> "PluginManager":
@@ -62,7 +64,7 @@ class PluginManager:
                 plugin = ep.load()
                 if self.pm.get_plugin(ep.name) is None:
                     self.pm.register(plugin, name=ep.name)
-            except Exception as exc:  # a broken plugin must not crash the host
+            except (Exception, SystemExit) as exc:  # a broken plugin (even one calling sys.exit) never ends the host
                 self._report(ep.name, "load", exc)
 
     def _report(self, plugin: str, stage: str, exc: BaseException) -> None:
@@ -70,7 +72,15 @@ class PluginManager:
         if err in self.errors:  # hooks are called many times; report each failure once
             return
         self.errors.append(err)
-        warnings.warn(f"edgetam-kit plugin {plugin!r} failed at {stage}: {err.error}; skipped", stacklevel=3)
+        text = f"edgetam-kit plugin {plugin!r} failed at {stage}: {err.error}; skipped"
+        try:
+            warnings.warn(text, stacklevel=3)
+        except Warning:  # warnings turned into errors (-W error): report, never raise into the host
+            print(f"warning: {text}", file=sys.stderr)
+
+    def report(self, plugin: str, stage: str, exc: BaseException) -> None:
+        """Record and warn about a plugin's failure (once per plugin, stage and error)."""
+        self._report(plugin, stage, exc)
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         self.pm.register(plugin, name=name)
@@ -97,6 +107,16 @@ class PluginManager:
             if not isinstance(spec, CheckpointSpec):
                 self._report(plugin, "edgetam_kit_checkpoints", TypeError(f"returned {type(spec).__name__}, not CheckpointSpec"))
                 continue
+            bad = [f"{field}={getattr(spec, field)!r}" for field, ok in (
+                ("name", isinstance(spec.name, str) and spec.name != ""),
+                ("source", isinstance(spec.source, (str, os.PathLike))),
+                ("filename", spec.filename is None or isinstance(spec.filename, str)),
+                ("config", isinstance(spec.config, str))) if not ok]
+            if bad:  # attributed to the plugin here, not a TypeError deep inside load_model
+                self._report(plugin, "edgetam_kit_checkpoints", TypeError(
+                    f"CheckpointSpec {', '.join(bad)}: name, source (a path or hub id) and config must be str, "
+                    "filename None or str"))
+                continue
             found[spec.name] = spec
         return found
 
@@ -120,6 +140,7 @@ class PluginManager:
                 self._report(plugin, "edgetam_kit_backends", wrong)
                 continue
             found[backend.name] = backend
+            self.backend_plugins[backend.name] = plugin
         return found
 
     def frame_source_openers(self) -> list[FrameSourceOpener]:

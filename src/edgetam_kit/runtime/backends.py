@@ -115,14 +115,32 @@ def _build(model: EdgeTam, choice: _Choice) -> Runtime:
             raise ValueError(f"backend must be one of {sorted([*backends(), 'none'])}, got {choice.backend!r}")
         if not spec.available():
             raise RuntimeError(f"backend {choice.backend!r} cannot run on this machine ({spec.description})")
-        with torch.no_grad():
-            rt = spec.prepare(model, choice.precision)
-        if not isinstance(rt, Runtime):
-            raise TypeError(f"backend {choice.backend!r} returned {type(rt).__name__}, not a Runtime")
+        rt = _prepare(spec, model, choice)
         for m in rt.modules:
             m.to(device=model.device)
     rt.model, rt.stamp = model, stamp
     return rt
+
+
+def _prepare(spec: Backend, model: EdgeTam, choice: _Choice) -> Runtime:
+    """``spec.prepare``; a plugin's backend that fails (raises, or returns no Runtime) under a
+    built-in's name is reported against its plugin and the built-in is used instead."""
+    try:
+        with torch.no_grad():
+            rt = spec.prepare(model, choice.precision)
+        if not isinstance(rt, Runtime):
+            raise TypeError(f"backend {choice.backend!r} returned {type(rt).__name__}, not a Runtime")
+        return rt
+    except Exception as exc:
+        builtin = {b.name: b for b in (EAGER, COMPILED)}.get(choice.backend)
+        if builtin is None or spec is builtin:
+            raise
+        from ..plugins.manager import get_plugin_manager
+
+        pm = get_plugin_manager()
+        pm.report(pm.backend_plugins.get(choice.backend, "?"), f"backend {choice.backend!r} prepare", exc)
+        with torch.no_grad():
+            return builtin.prepare(model, choice.precision)
 
 
 def runtime_of(model: EdgeTam, quick: bool = False) -> Runtime:
