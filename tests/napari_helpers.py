@@ -48,6 +48,23 @@ def open_viewer(qtbot, tmp_path, monkeypatch, model_dir: Any = None, fresh: bool
     return viewer, dock, widget
 
 
+def press(qtbot, button: Any) -> None:
+    """A real left click on an enabled button of the widget."""
+    from qtpy.QtCore import Qt
+
+    assert button.isEnabled(), button.text()
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def type_into(qtbot, spin: Any, text: str) -> None:
+    """Select a spin box's text, type ``text`` and press Enter (as a user sets a value)."""
+    from qtpy.QtCore import Qt
+
+    qtbot.keyClick(spin, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(spin, text)
+    qtbot.keyClick(spin, Qt.Key.Key_Return)
+
+
 def canvas(viewer: Any) -> Any:
     """The Qt widget of napari's canvas."""
     return viewer.window._qt_viewer.canvas.native

@@ -14,7 +14,7 @@ import pytest
 napari = pytest.importorskip("napari")
 
 from napari_helpers import (PLUGIN, TIMEOUT_MS, canvas, click, key, model_dir,  # noqa: E402,F401
-                            open_viewer, wait_idle)
+                            open_viewer, press, type_into, wait_idle)
 
 from edgetam_kit.napari import work as w  # noqa: E402
 
@@ -28,13 +28,6 @@ def session(qtbot, model_dir, tmp_path, monkeypatch):
         viewer.close()
 
 
-def press_button(qtbot, button) -> None:
-    from qtpy.QtCore import Qt
-
-    assert button.isEnabled(), button.text()
-    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-
-
 def test_progress_says_frames_while_it_counts_frames(session, qtbot) -> None:
     viewer, _dock, widget = session
     (stack,) = viewer.open_sample(PLUGIN, "cells-zstack")
@@ -44,7 +37,7 @@ def test_progress_says_frames_while_it_counts_frames(session, qtbot) -> None:
     seen: list[tuple[str, int, int]] = []  # (label, value, total) each time the bar moves
 
     widget.direction_box.setCurrentText("forward")
-    press_button(qtbot, widget.propagate_button)
+    press(qtbot, widget.propagate_button)
     worker = widget.worker
     pbar = worker.pbar
     pbar.events.value.connect(lambda e: seen.append((pbar.desc, pbar.n, pbar.total)))
@@ -67,10 +60,13 @@ def test_segment_everything_that_changes_nothing_takes_no_undo_step(session, qtb
     key(viewer, qtbot, "c")  # object 8 over the 7s: one undo step
     painted = full.data.copy()
     assert (painted == 8).any()
-    widget.pps_spin.setValue(4)
-    press_button(qtbot, widget.everything_button)
+    for spin, value in ((widget.pps_spin, "4"), (widget.iou_spin, "0"), (widget.stability_spin, "0")):
+        type_into(qtbot, spin, value)
+    press(qtbot, widget.everything_button)
     wait_idle(qtbot, widget)
-    np.testing.assert_array_equal(full.data, painted)  # nowhere to add masks
+    assert widget.state.image.layers["review"].data.any()  # masks to review...
+    press(qtbot, widget.accept_all_button)
+    np.testing.assert_array_equal(full.data, painted)  # ...but nowhere to add them
     assert "nothing" in widget.status.text()
     key(viewer, qtbot, "u")  # undoes the commit, not an empty step
     assert (full.data == 7).all()
@@ -132,22 +128,23 @@ def test_an_offline_model_error_is_in_the_widgets_terms(session, qtbot) -> None:
     edit = widget.model_box.lineEdit()
     edit.selectAll()
     qtbot.keyClicks(edit, "someone/edgetam-not-cached")
-    press_button(qtbot, widget.load_button)
+    press(qtbot, widget.load_button)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
     text = widget.status.text()
     assert widget.last_error is not None and "someone/edgetam-not-cached" in text
     assert "ek.load_model" not in text and "--checkpoint" not in text
-    assert "model box" in text and "Load" in text
+    assert "model box" in text and "Load" in text and "File…" in text
     assert widget.state.model is not None  # the loaded model is kept
 
 
 def test_every_control_has_a_tooltip(session) -> None:
-    from qtpy.QtWidgets import QComboBox, QLineEdit, QPushButton, QSpinBox
+    from qtpy.QtWidgets import (QAbstractSpinBox, QComboBox, QLineEdit, QListWidget, QPushButton, QToolButton)
 
     _viewer, _dock, widget = session
-    controls = [c for t in (QPushButton, QComboBox, QSpinBox, QLineEdit) for c in widget.findChildren(t)
-                if not isinstance(c.parent(), (QComboBox, QSpinBox))]  # a combo's own line edit
-    assert len(controls) >= 15
+    kinds = (QPushButton, QToolButton, QComboBox, QAbstractSpinBox, QLineEdit, QListWidget)
+    controls = [c for t in kinds for c in widget.findChildren(t)
+                if not isinstance(c.parent(), (QComboBox, QAbstractSpinBox))]  # a combo's own line edit
+    assert len(controls) >= 30
     missing = [c.text() if hasattr(c, "text") else c.objectName() or type(c).__name__
                for c in controls if not c.toolTip()]
     assert not missing, missing

@@ -18,7 +18,7 @@ POSITIVE, NEGATIVE = "positive", "negative"
 PROMPT_COLORS = {POSITIVE: "lime", NEGATIVE: "red"}
 # the plugin's layers of one image, by role; their names end with the image's name
 ROLE_NAMES = {"points": "edgetam prompts", "boxes": "edgetam boxes", "current": "edgetam current",
-              "output": "edgetam objects"}
+              "output": "edgetam objects", "review": "edgetam review"}
 META_KEY = "edgetam_kit"  # a plugin layer's metadata: {"role": ..., "image": uid of its image}
 UID_KEY = "edgetam_kit_uid"  # an image layer's metadata: its uid
 

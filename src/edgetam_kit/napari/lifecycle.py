@@ -14,11 +14,12 @@ import numpy as np
 
 from . import layers as L
 from .state import WidgetState
-from .work import next_free_id
+from .work import next_free_id, planes_holding
 
 # keys bound on the plugin's layers and on the image being annotated
-KEYS = {"commit": "c", "clear": "Shift-C", "next": "n", "undo": "u", "toggle": "t"}
-OPACITY = {"current": 0.6, "output": 0.5}
+KEYS = {"commit": "c", "clear": "Shift-C", "next": "n", "undo": "u", "toggle": "t",
+        "next_image": "Shift-N", "previous_image": "Shift-B"}
+OPACITY = {"current": 0.6, "output": 0.5, "review": 0.7}
 LAYER_ROLES = ("current", "boxes", "points")  # made in this order (points on top); output on demand
 
 
@@ -88,11 +89,7 @@ class ImageLayers:
         return int(layer.ndim) == len(self.geom.spatial)
 
     def _planes_with_labels(self, layer: Any) -> set:
-        data = np.asarray(layer.data)
-        if self.geom.n_lead == 0:
-            return {()} if data.any() else set()
-        flat = data.reshape(-1, *self.geom.hw).any(axis=(1, 2))
-        return {tuple(int(i) for i in np.unravel_index(k, self.geom.spatial[:-2])) for k in np.flatnonzero(flat)}
+        return planes_holding(np.asarray(layer.data) != 0)
 
     def _make_layer(self, role: str) -> Any:
         image, geom, viewer = self.image_layer, self.geom, self.viewer
@@ -244,7 +241,8 @@ class ImageLayers:
 
     # ------------------------------------------------------------------ keys
     def _bind_keys(self, layer: Any) -> None:
-        actions = {"commit": self.commit, "clear": self.clear_prompts, "next": self.next_object, "undo": self.undo}
+        actions = {"commit": self.commit, "clear": self.clear_prompts, "next": self.next_object, "undo": self.undo,
+                   "next_image": self.next_image, "previous_image": self.previous_image}
         if layer is self.points_layer or layer is self.image_layer:
             actions["toggle"] = self.toggle_negative
         for name, fn in actions.items():
@@ -262,6 +260,7 @@ class ImageLayers:
             return
         self._torn_down = True
         self._cancel.set()
+        self._stop_prefetch()
         if self.worker is not None:
             self.worker.quit()
         v = self.viewer

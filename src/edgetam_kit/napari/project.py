@@ -29,6 +29,7 @@ from .state import PromptRecords
 from .work import ObjectPrompt
 
 VERSION = 1
+LABELS_SUFFIX = ".labels.tif"
 
 
 @dataclass
@@ -50,10 +51,10 @@ def image_key(name: str) -> str:
 def paths(folder: str | os.PathLike, name: str) -> tuple[Path, Path]:
     """(labels TIFF, JSON) of the image ``name`` in ``folder``."""
     key = image_key(name)
-    return Path(folder) / f"{key}.labels.tif", Path(folder) / f"{key}.json"
+    return Path(folder) / f"{key}{LABELS_SUFFIX}", Path(folder) / f"{key}.json"
 
 
-def _replace_atomically(path: Path, write: Any) -> None:
+def replace_atomically(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
@@ -96,11 +97,11 @@ def save_image(folder: str | os.PathLike, name: str, labels: np.ndarray, next_id
     tif, meta = paths(folder, name)
     data = np.ascontiguousarray(np.asarray(labels, dtype=np.uint32))
     present = {int(i) for i in np.unique(data) if i}
-    _replace_atomically(tif, lambda p: tifffile.imwrite(p, data, compression="zlib"))
+    replace_atomically(tif, lambda p: tifffile.imwrite(p, data, compression="zlib"))
     doc = {"version": VERSION, "image": name, "shape": list(data.shape), "next_id": int(next_id),
            "objects": {str(k): v for k, v in sorted(objects.items()) if k in present},
            "prompts": prompts_to_json(prompts)}
-    _replace_atomically(meta, lambda p: Path(p).write_text(json.dumps(doc, indent=1)))
+    replace_atomically(meta, lambda p: Path(p).write_text(json.dumps(doc, indent=1)))
     return tif, meta
 
 

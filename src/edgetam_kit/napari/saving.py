@@ -30,9 +30,7 @@ class ProjectSaving:
     def _on_project(self) -> None:
         """A new project folder: remembered; the current image is resumed from it when it has
         nothing committed yet, else saved into it."""
-        folder = self.project_folder()
-        self.settings.project = folder
-        save_settings(self.settings)
+        folder = self._set_project_setting()
         if not folder or self.image_layer is None:
             return
         st = self.state.image
@@ -42,6 +40,13 @@ class ProjectSaving:
             self._resume()
         else:
             self._save()
+
+    def _set_project_setting(self) -> str:
+        """Remember the project folder typed in the widget; returns it."""
+        folder = self.project_folder()
+        self.settings.project = folder
+        save_settings(self.settings)
+        return folder
 
     def _resume(self) -> None:
         """Read the current image's saved annotation (once per image): its labels into the

@@ -1,6 +1,7 @@
-"""Long-running actions of the dock widget: model loading, propagation through a stack and
-segment-everything, each a ``work`` generator run in a napari thread worker (``runner``) whose
-results are written on the GUI thread, one frame at a time, each write recorded for Undo.
+"""Long-running actions of the dock widget: model loading and propagation through a stack
+(segment everything: ``automatic``), each a ``work`` generator run in a napari thread worker
+(``runner``) whose results are written on the GUI thread, one frame at a time, each write
+recorded for Undo.
 
 A mixin of ``EdgeTamWidget``: it uses the widget's layers, state and controls.
 """
@@ -11,17 +12,15 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 from .runner import END_CANCELLED, END_DONE, END_FAILED, start_task
 from .settings import Settings, save_settings
 from .state import WidgetState
-from .work import (DIRECTIONS, STACK_MODES, AutoResult, Edit, FrameResult, ModelLoaded, ObjectPrompt,
-                   automask_steps, load_model_steps, next_free_id, paint_objects, track_steps, write_plane)
+from .work import (DIRECTIONS, STACK_MODES, Edit, FrameResult, ModelLoaded, ObjectPrompt, load_model_steps,
+                   paint_objects, track_steps, write_plane)
 
 
 class LongTasks:
-    """Load a model, propagate, segment everything, cancel; one task at a time."""
+    """Load a model, propagate, cancel; one task at a time."""
 
     state: WidgetState
     settings: Settings
@@ -53,6 +52,7 @@ class LongTasks:
             self.model_box.insertItem(0, msg.source)
         self.model_box.setCurrentText(msg.source)
         self._update_enabled()
+        self._start_prefetch()  # an open series' next image
         self._say(f"model {msg.source} loaded ({'tracks' if msg.model.has_video else 'image only'})")
 
     def _on_cache_dir(self) -> None:
@@ -107,37 +107,6 @@ class LongTasks:
         self._note_objects(msg.obj_ids, "propagate", self._task_image)
         output.refresh()
         self._say(f"frame {msg.frame}: {msg.done} of {msg.total}")
-
-    # ------------------------------------------------------------------ segment everything
-    def segment_everything(self) -> Any:
-        """Automatic masks on the current plane, added to the output where it is background.
-        Returns the thread worker, or None when nothing was started."""
-        if self.state.model is None or self.image_layer is None:
-            raise ValueError("load a model and pick an image first")
-        if self._busy():
-            return None
-        output = self._output()
-        prefix = self.current_prefix()
-        first = next_free_id(output.data, taken=list(self.state.committed))
-        self._auto_prefix = prefix
-        self._task_output, self._task_image, self._task_image_layer = output, self.state.image, self.image_layer
-        gen = automask_steps(self.state.model, self.geom.plane(prefix), first, self.channels, self._fresh_cancel(),
-                             cache=self._cache_dir(), points_per_side=int(self.pps_spin.value()))
-        return self._start(gen, "segment everything", self._on_auto)
-
-    def _on_auto(self, msg: AutoResult) -> None:
-        output, prefix = self._task_output, self._auto_prefix
-        plane = output.data[prefix]
-        new = np.where((plane == 0) & (msg.labels > 0), msg.labels, plane).astype(plane.dtype)
-        edit = Edit("segment everything")
-        write_plane(output.data, prefix, new, edit)
-        if not edit.planes:  # nothing written: no undo step
-            self._say(f"segment everything: {msg.count} masks, none on background: nothing changed")
-            return
-        self.state.push_undo(edit, self.state.committed_copy(), self._task_image)
-        self._note_objects(range(msg.first_id, msg.first_id + msg.count), "automatic", self._task_image)
-        output.refresh()
-        self._say(f"segment everything: {msg.count} masks ({edit.pixels} pixels)")
 
     # ------------------------------------------------------------------ workers
     def cancel(self) -> None:

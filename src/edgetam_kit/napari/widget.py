@@ -1,9 +1,11 @@
 """The EdgeTAM dock widget: its controls, the image / output layer choices and the plugin's layers.
 
-What the widget does is in three mixins: ``prompts.PromptHandling`` (click -> mask, on the GUI
-thread from a cached embedding), ``edits.LabelEditing`` (commit, clear, next object, undo) and
-``tasks.LongTasks`` (model loading, propagation, segment-everything in napari thread workers,
-with progress in the activity dock and Cancel). Results are written on the GUI thread only.
+What the widget does is in mixins: ``prompts.PromptHandling`` (click -> mask, on the GUI
+thread from a cached embedding), ``edits.LabelEditing`` (commit, clear, next object, undo),
+``tasks.LongTasks`` (model loading, propagation in napari thread workers, with progress in the
+activity dock and Cancel), ``automatic.AutomaticReview`` (segment everything, then review),
+``series_panel.SeriesAnnotation`` (a folder of images one after another), ``model_picker``,
+``lifecycle`` and ``saving``. Results are written on the GUI thread only.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QLabel, QLineEd
                             QVBoxLayout, QWidget)
 
 from . import layers as L
+from .automatic import AutomaticReview
 from .edits import LabelEditing
 from .lifecycle import KEYS, ImageLayers
+from .model_picker import ModelPicker
 from .prompts import PromptHandling
 from .saving import ProjectSaving
+from .series_panel import SeriesAnnotation
 from .settings import load_settings
 from .state import WidgetState
 from .tasks import LongTasks
@@ -42,8 +47,10 @@ def _role(role: str) -> property:
     return property(get, set_, doc=f"the current image's {role} layer (None before one is picked)")
 
 
-class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, LongTasks, QWidget):
-    """Dock widget: model, image layer, mode, prompts, Labels output, propagate, segment everything."""
+class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, PromptHandling, LabelEditing,
+                    LongTasks, AutomaticReview, QWidget):
+    """Dock widget: model, image series, image layer, mode, prompts, Labels output, propagate,
+    automatic segmentation with review."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -85,23 +92,7 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
         form = QFormLayout()
-        self.model_box = QComboBox(editable=True)
-        self.model_box.setToolTip("a registered checkpoint name, a local path (folder or edgetam.pt) or a hub id")
-        from ..plugins.manager import get_plugin_manager
-
-        names = list(get_plugin_manager().checkpoints())
-        for item in [self.settings.model, *self.settings.recent, *names]:
-            if item and self.model_box.findText(item) < 0:
-                self.model_box.addItem(item)
-        self.model_box.setCurrentText(self.settings.model or (names[0] if names else ""))
-        self.load_button = QPushButton("Load")
-        self.load_button.clicked.connect(lambda: self.load_model(self.model_box.currentText()))
-        row = QWidget()
-        grid = QGridLayout(row)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.addWidget(self.model_box, 0, 0)
-        grid.addWidget(self.load_button, 0, 1)
-        form.addRow("model", row)
+        form.addRow("model", self._build_model_row())
         self.cache_edit = QLineEdit(self.settings.cache_dir)
         self.cache_edit.setToolTip("embedding cache folder (empty: no cache); a reopened image is not re-encoded")
         self.cache_edit.editingFinished.connect(self._on_cache_dir)
@@ -112,6 +103,7 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
                                      "is saved here at once; an image of the same name is resumed from it")
         self.project_edit.editingFinished.connect(self._on_project)
         form.addRow("project", self.project_edit)
+        top, form = form, QFormLayout()
         self.image_box = QComboBox()
         self.image_box.currentIndexChanged.connect(lambda _i: self._on_image_choice())
         form.addRow("image", self.image_box)
@@ -132,9 +124,6 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
         self.direction_box.addItems(DIRECTIONS)
         self.direction_box.setCurrentText("both")
         form.addRow("direction", self.direction_box)
-        self.pps_spin = QSpinBox(minimum=1, maximum=128, value=32)
-        self.pps_spin.setToolTip("segment everything: grid of n x n point prompts")
-        form.addRow("points per side", self.pps_spin)
 
         buttons = QGridLayout()
         self.commit_button = QPushButton("Commit [C]")
@@ -158,8 +147,11 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
                            "boxes: draw rectangles on 'edgetam boxes'")
         help_text.setWordWrap(True)
         layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self._build_series_ui())
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self._build_auto_ui())
         layout.addWidget(help_text)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -169,7 +161,6 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
     def _add_tooltips(self) -> None:
         """A tooltip on every control."""
         tips = {
-            self.load_button: "load the checkpoint named in the model box (in the background)",
             self.image_box: "the Image layer to annotate; each image keeps its own prompts, objects and undo",
             self.mode_box: "how the leading axis is read: 2D, z-stack, time-lapse or RGB video (guessed)",
             self.channel_box: "RGB, or one channel of an RGB image shown to the model as grey",
@@ -181,7 +172,7 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
             self.next_button: "start a new object; the objects prompted so far stay until committed (N)",
             self.undo_button: "undo the last commit, propagation or segment-everything of this image (U)",
             self.propagate_button: "commit, then track every committed object through the stack",
-            self.everything_button: "automatic masks on the plane shown, added where the output is background",
+            self.everything_button: "automatic masks on the plane shown, into the review layer (settings below)",
             self.cancel_button: "stop the running task after its current step; results so far are kept",
         }
         for control, tip in tips.items():
@@ -194,12 +185,14 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
     def _update_enabled(self) -> None:
         busy = self.worker is not None
         ready = self.state.model is not None and self.image_layer is not None
-        self.load_button.setEnabled(not busy)
+        self._model_controls_enabled(not busy)
         for b in (self.commit_button, self.clear_button, self.next_button, self.undo_button):
             b.setEnabled(ready and not busy)
         self.propagate_button.setEnabled(ready and not busy and self.mode in STACK_MODES)
         self.everything_button.setEnabled(ready and not busy)
         self.cancel_button.setEnabled(busy)
+        self._review_enabled(ready)
+        self._series_enabled()
 
     # ------------------------------------------------------------------ choices
     @property
@@ -247,7 +240,7 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, PromptHandling, LabelEditing, Lo
         self.output_box.clear()
         self.output_box.addItem(NEW_OUTPUT)
         for ly in self.viewer.layers:
-            if isinstance(ly, Labels) and id(ly) not in mine and (L.tag_of(ly) or ("",))[0] != "current":
+            if isinstance(ly, Labels) and id(ly) not in mine and (L.tag_of(ly) or ("",))[0] not in ("current", "review"):
                 self.output_box.addItem(ly.name)
         if out and self.output_box.findText(out) >= 0:
             self.output_box.setCurrentText(out)

@@ -245,6 +245,14 @@ def undo_edit(labels: np.ndarray, edit: Edit) -> list[tuple[int, ...]]:
     return [p.index for p in edit.planes]
 
 
+def planes_holding(mask: np.ndarray) -> set[tuple[int, ...]]:
+    """The leading indices of the (H, W) planes of ``mask`` (bool, any rank >= 2) holding a True."""
+    if mask.ndim == 2:
+        return {()} if mask.any() else set()
+    flat = mask.reshape(-1, *mask.shape[-2:]).any(axis=(1, 2))
+    return {tuple(int(i) for i in np.unravel_index(k, mask.shape[:-2])) for k in np.flatnonzero(flat)}
+
+
 def next_free_id(*arrays: Any, taken: Sequence[int] = ()) -> int:
     """1 + the largest id in ``arrays`` and ``taken`` (numpy arrays; others are skipped)."""
     top = max([0, *taken])
@@ -286,16 +294,16 @@ def _stream(call: Callable[[Callable[[int, int], None], threading.Event], Any], 
 
 def load_model_steps(source: str, device: str = "cpu") -> Iterator[Progress | ModelLoaded]:
     """Load a checkpoint (path, registered name or hub id)."""
-    from ..io.checkpoint import load_model
+    from ..io.checkpoint import CheckpointError, load_model
     from .model_errors import ModelNotFound, model_error_text
 
     if not isinstance(source, str) or not source.strip():
-        raise ValueError("type a checkpoint in the model box (a registered name, a local folder or edgetam.pt, "
-                         "or a hub id), then press Load")
+        raise ValueError("source: no checkpoint given; pick one with File… or Folder…, or type a named "
+                         "checkpoint in the model box, then press Load")
     yield Progress(0, 1, "load model")
     try:
         model = load_model(source.strip(), device=device)
-    except (FileNotFoundError, OSError) as exc:
+    except (FileNotFoundError, OSError, CheckpointError) as exc:
         raise ModelNotFound(model_error_text(source.strip(), exc)) from exc
     yield Progress(1, 1, "load model")
     yield ModelLoaded(model, source.strip())

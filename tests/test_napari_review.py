@@ -1,0 +1,104 @@
+"""Automatic segmentation with review and model loading from the widget (issue 15, items 6
+and 7), in a real viewer under Xvfb with real clicks and keys: masks go to a review layer, a
+click picks one and Accept object adds it, Accept all the rest as one undoable step; the
+settings panel folds; checkpoints are picked with file / folder dialogs and named ones listed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from napari_helpers import (PLUGIN, TIMEOUT_MS, click, key, model_dir, open_viewer, press,  # noqa: E402,F401
+                            type_into, wait_idle)
+
+from edgetam_kit.napari import project as P  # noqa: E402
+
+
+def test_automatic_masks_are_reviewed_then_accepted_one_or_all(qtbot, model_dir, tmp_path, monkeypatch) -> None:
+    viewer, _dock, widget = open_viewer(qtbot, tmp_path, monkeypatch, model_dir)
+    try:
+        folder = tmp_path / "project"
+        widget.project_edit.setText(str(folder))
+        (image,) = viewer.open_sample(PLUGIN, "cells-2d")
+        assert not widget.auto_settings.isVisibleTo(widget)
+        press(qtbot, widget.auto_toggle)  # the settings unfold
+        assert widget.auto_settings.isVisibleTo(widget)
+        for spin, value in ((widget.pps_spin, "4"), (widget.iou_spin, "0"), (widget.stability_spin, "0"),
+                            (widget.nms_spin, "0.9"), (widget.min_area_spin, "20")):
+            type_into(qtbot, spin, value)
+        assert widget.auto_options() == {"points_per_side": 4, "pred_iou_thresh": 0.0,
+                                         "stability_score_thresh": 0.0, "box_nms_thresh": 0.9,
+                                         "min_mask_region_area": 20}
+        assert not widget.accept_all_button.isEnabled()
+        press(qtbot, widget.everything_button)
+        wait_idle(qtbot, widget)
+        review = widget.state.image.layers["review"]
+        assert review.name == "edgetam review · cells 2D" and review.mode == "pick"
+        assert viewer.layers.selection.active is review and widget.output_layer is None  # nothing added yet
+        ids, counts = np.unique(review.data[review.data > 0], return_counts=True)
+        assert len(ids) >= 2, ids
+        pick = int(ids[np.argmax(counts)])
+        where = np.argwhere(review.data == pick)
+        click(viewer, qtbot, review, where[len(where) // 2])  # picks that object
+        assert review.selected_label == pick
+        expect = review.data == pick
+        press(qtbot, widget.accept_object_button)
+        out = widget.output_layer
+        np.testing.assert_array_equal(out.data == 1, expect)  # the first free id
+        assert not (review.data == pick).any() and widget.obj_id == 2
+        np.testing.assert_array_equal(P.load_image(folder, "cells 2D").labels, out.data)
+        after_one = out.data.copy()
+
+        press(qtbot, widget.accept_all_button)
+        assert not review.data.any() and len(np.unique(out.data)) > 2
+        assert viewer.layers.selection.active is widget.points_layer  # back to prompting
+        assert not widget.accept_all_button.isEnabled()
+        saved = P.load_image(folder, "cells 2D")
+        assert {saved.objects[i]["source"] for i in saved.objects} == {"automatic"}
+        key(viewer, qtbot, "u")  # Accept all was one step
+        np.testing.assert_array_equal(out.data, after_one)
+
+        press(qtbot, widget.everything_button)
+        wait_idle(qtbot, widget)
+        press(qtbot, widget.reject_all_button)
+        assert not review.data.any()
+        np.testing.assert_array_equal(out.data, after_one)
+    finally:
+        viewer.close()
+
+
+def test_checkpoints_are_picked_with_dialogs_and_named_ones_listed(qtbot, model_dir, tmp_path, monkeypatch) -> None:
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFileDialog
+
+    from edgetam_kit.plugins.manager import get_plugin_manager
+
+    viewer, _dock, widget = open_viewer(qtbot, tmp_path, monkeypatch, model_dir=None)
+    try:
+        box = widget.model_box
+        for name in get_plugin_manager().checkpoints():
+            i = box.findText(name)
+            assert i >= 0 and "named checkpoint" in box.itemData(i, Qt.ItemDataRole.ToolTipRole)
+        monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(model_dir)))
+        press(qtbot, widget.model_folder_button)
+        wait_idle(qtbot, widget)
+        assert widget.state.model is not None and box.currentText() == str(model_dir)
+        assert "loaded" in widget.status.text()
+
+        monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: ("", "")))
+        press(qtbot, widget.model_file_button)  # a cancelled dialog: nothing happens
+        assert widget.worker is None and box.currentText() == str(model_dir)
+        junk = tmp_path / "broken.pt"
+        junk.write_bytes(b"not a checkpoint")
+        monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(junk), "")))
+        press(qtbot, widget.model_file_button)
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+        text = widget.status.text()
+        assert widget.last_error is not None and "broken.pt" in text and "could not be read" in text
+        assert "File…" in text and "Folder…" in text and "ek.load_model" not in text
+        assert widget.state.source == str(model_dir)  # the loaded model is kept
+    finally:
+        viewer.close()
