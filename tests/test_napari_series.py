@@ -72,7 +72,8 @@ def test_a_folder_series_is_saved_image_by_image_and_resumed(qtbot, model_dir, t
         assert cache.hits == hits + 1  # the click found img2's embedding in the cache
         assert widget.current_layer.data.any()
         key(viewer, qtbot, "n", modifier="Shift")  # next image: the pending object is committed first
-        assert widget.image_layer.name == "img10.png"
+        assert widget.image_layer.name == "img10.png" and "'img2.png' done" in widget.status.text()
+        assert viewer.layers.selection.active is widget.points_layer
         saved2 = P.load_image(project, "img2.png")
         assert saved2 is not None and saved2.labels.max() == 1
         assert ticked(widget) == ["img1.png", "img2.png"] and "2 of 3 done" in widget.series_label.text()

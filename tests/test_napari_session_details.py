@@ -83,8 +83,10 @@ def test_the_face_colour_swatch_follows_the_polarity(session, qtbot) -> None:
     lime, red = [0, 1, 0, 1], [1, 0, 0, 1]
     key(viewer, qtbot, "t")
     assert np.allclose(swatch.color, red) and "negative" in widget.status.text()
+    assert "negative" in widget.polarity_label.text()  # always visible in the widget
     key(viewer, qtbot, "t")
     assert np.allclose(swatch.color, lime) and "positive" in widget.status.text()
+    assert "positive" in widget.polarity_label.text()
     click(viewer, qtbot, image, (100, 80), modifier="Control")
     wait_idle(qtbot, widget)
     click(viewer, qtbot, image, (320, 260))  # a Ctrl-click is negative once; plain clicks stay positive

@@ -205,7 +205,7 @@ class AutomaticReview:
             self._end_review()
         else:
             self._update_enabled()
-        done = (f"accepted {len(added)} objects ({edit.pixels} pixels)" if added
+        done = (f"accepted {len(added)} object{'s' if len(added) > 1 else ''} ({edit.pixels} pixels)" if added
                 else "accepted nothing: no background left under those objects")
         self._say(f"{done}; {left} left to review")
         return edit.pixels

@@ -130,19 +130,24 @@ class SeriesAnnotation:
         """Commit what is pending, mark this image done, show the next image not done (Shift-N)."""
         if not self._can_move():
             return
-        self.series.done.add(self.series.current)
+        finished = self.series.current
+        self.series.done.add(finished)
         target = self.series.next_todo()
         if target is None:
             self._save_series()
             self._refresh_series_list()
             self._say(f"series: all {len(self.series.names)} images done")
             return
-        self._show_series_image(target)
+        if self._show_series_image(target):
+            self._say(f"'{finished}' done; image {target + 1} of {len(self.series.names)}: '{self.series.current}' "
+                      f"({self.series.summary()})")
 
     def previous_image(self) -> None:
         """Commit what is pending and show the previous image of the series (Shift-B)."""
-        if self._can_move():
-            self._show_series_image((self.series.index - 1) % len(self.series.names))
+        if self.series is not None and self.series.index == 0:
+            self._say("series: this is its first image")
+        elif self._can_move():
+            self._show_series_image(self.series.index - 1)
 
     def go_to_image(self, index: int) -> None:
         """Commit what is pending and show image ``index`` of the series."""
@@ -159,7 +164,8 @@ class SeriesAnnotation:
             self.commit()  # nothing prompted is lost by moving on
         return True
 
-    def _show_series_image(self, index: int) -> None:
+    def _show_series_image(self, index: int) -> bool:
+        """Show image ``index`` of the series; False (and says why) when it cannot be opened."""
         series = self.series
         series.index = index
         name = series.current
@@ -169,19 +175,22 @@ class SeriesAnnotation:
                 data = S.read_image(series.path(name))
             except (OSError, ValueError) as exc:
                 self._say(f"series: {exc}")
-                return
+                return False
             layer = self.viewer.add_image(data, name=name)
         if layer is None:
             self._say(f"series: the image layer '{name}' is no longer open")
-            return
+            return False
         previous = self.image_layer
         self.set_image_layer(layer)
         if series.folder is not None and previous is not None and previous is not layer:
             self._close_image(previous)
         self.viewer.reset_view()
+        if self._alive(self.points_layer):  # napari selected the added image: prompting goes on
+            self.viewer.layers.selection.active = self.points_layer
         self._save_series()
         self._refresh_series_list()
         self._start_prefetch()
+        return True
 
     def _close_image(self, image: Any) -> None:
         """Take a folder image and its plugin layers out of the viewer (its labels are saved)."""

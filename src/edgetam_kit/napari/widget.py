@@ -146,16 +146,20 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, P
         help_text = QLabel("click: positive point · Ctrl-click: negative · T: toggle positive/negative · "
                            "boxes: draw rectangles on 'edgetam boxes'")
         help_text.setWordWrap(True)
+        self.polarity_label = QLabel()
+        self.polarity_label.setToolTip("what a plain click adds now (T toggles; Ctrl-click adds the other kind once)")
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self._build_series_ui())
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self._build_auto_ui())
+        layout.addWidget(self.polarity_label)
         layout.addWidget(help_text)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self._add_tooltips()
+        self._on_obj_id(self.obj_id)
         self._update_enabled()
 
     def _add_tooltips(self) -> None:
@@ -312,6 +316,9 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, P
             self.obj_spin.setValue(max(self.obj_id, free))
 
     def _on_obj_id(self, value: int) -> None:
+        kind = L.NEGATIVE if self.state.negative else L.POSITIVE
+        self.polarity_label.setText(f"a click adds: <b style='color:{L.PROMPT_COLORS[kind]}'>{kind}</b> point "
+                                    f"of object {int(value)}")
         if self.points_layer is not None:
             L.set_point_defaults(self.points_layer, L.NEGATIVE if self.state.negative else L.POSITIVE, value)
         if self.boxes_layer is not None:
