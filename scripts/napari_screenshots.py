@@ -89,6 +89,8 @@ def main() -> None:
     widget.set_image_layer(cells)
     widget.pps_spin.setValue(16)
     widget.segment_everything()
+    settle()
+    widget.accept_all()  # the review step: every automatic mask accepted
     shot("napari-everything.png")
     viewer.close()
 
