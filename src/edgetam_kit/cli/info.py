@@ -38,6 +38,10 @@ def describe_source(source: str) -> str:
         return f"local {what}: {path.resolve()}"
     assert spec is not None
     where = "registered name" if kind == "name" else "hub id"
+    if spec.build is not None and spec.random_weights:
+        return f"{where} -> RANDOM weights, {spec.config} preset (nothing to download; outputs are not meaningful)"
+    if spec.build is not None:
+        return f"{where} -> built in code ({spec.config} preset; nothing to download)"
     target = spec.source + (f" (file {spec.filename})" if spec.filename else "")
     if Path(spec.source).expanduser().exists():
         return f"{where} -> local {target}"
@@ -45,14 +49,23 @@ def describe_source(source: str) -> str:
 
 
 def hub_cache_state(repo_id: str, filename: str | None) -> str:
-    """Whether a hub checkpoint is already in the local Hugging Face cache (no network)."""
+    """Whether a hub checkpoint is in the local Hugging Face cache, and if not whether it could be
+    downloaded here (HF_HUB_OFFLINE, or a short connection attempt to the hub; nothing is fetched)."""
+    from ..io.checkpoint import _hub_offline, _hub_reachable
+
     try:
         from huggingface_hub import try_to_load_from_cache
 
         hit = try_to_load_from_cache(repo_id, filename or "config.json")
     except Exception:  # an odd repo id or cache layout: say we do not know
         return "cache state unknown"
-    return f"in the local cache: {hit}" if isinstance(hit, str) else "not in the local cache (would be downloaded)"
+    if isinstance(hit, str):
+        return f"in the local cache: {hit}"
+    if _hub_offline():
+        return "NOT available: not in the local cache and HF_HUB_OFFLINE is set (download it on a connected machine)"
+    if not _hub_reachable():
+        return "NOT available: not in the local cache and the hub cannot be reached (offline?)"
+    return "not in the local cache (would be downloaded on first use)"
 
 
 def plugin_errors() -> list[str]:

@@ -71,6 +71,9 @@ def model_identity(runtime: Runtime) -> dict[str, Any]:
              "dtype": str(model.dtype)}
     if runtime.precision != "fp32":  # fp32 signatures stay as they were, so existing caches remain valid
         ident["precision"] = runtime.precision
+    random = getattr(model, "random_weights", None)  # io.checkpoint.RANDOM_ATTR: entries of random weights say so
+    if isinstance(random, str):
+        ident["random_weights"] = random
     return ident
 
 

@@ -111,11 +111,12 @@ class PluginManager:
                 ("name", isinstance(spec.name, str) and spec.name != ""),
                 ("source", isinstance(spec.source, (str, os.PathLike))),
                 ("filename", spec.filename is None or isinstance(spec.filename, str)),
-                ("config", isinstance(spec.config, str))) if not ok]
+                ("config", isinstance(spec.config, str)),
+                ("build", spec.build is None or callable(spec.build))) if not ok]
             if bad:  # attributed to the plugin here, not a TypeError deep inside load_model
                 self._report(plugin, "edgetam_kit_checkpoints", TypeError(
                     f"CheckpointSpec {', '.join(bad)}: name, source (a path or hub id) and config must be str, "
-                    "filename None or str"))
+                    "filename None or str, build None or callable"))
                 continue
             found[spec.name] = spec
         return found
