@@ -79,6 +79,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
     from .. import AutoMaskGenerator
     from ..io.checkpoint import random_weights_of
     from ..io.export import MaskSet, exporters, file_stems, random_note
+    from ..io.plugin_guard import write_masks  # a failing plugin exporter: reported, the built-in writes
 
     found = exporters()
     if args.format not in found:
@@ -117,7 +118,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
             if combined:
                 items.append(item)
             else:
-                paths = list(exporter.write([item], out, progress=None))
+                paths = write_masks(args.format, [item], out)
                 if set(paths) & set(written):  # a plugin that ignores item.stem: say so, never report it as fine
                     raise ValueError(f"--format {args.format}: {path.name} was written over an earlier image's "
                                      f"file ({', '.join(str(p) for p in set(paths) & set(written))})")
@@ -126,7 +127,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
             if not args.quiet:
                 images_bar.write(f"{path.name}: {len(anns)} masks ({time.perf_counter() - t0:.1f} s)")
     if combined:
-        written += exporter.write(items, out, progress=None)
+        written += write_masks(args.format, items, out)
     cache = gen.predictor.cache
     cached = f"; cache {cache.hits} hit(s), {cache.misses} miss(es)" if cache is not None else ""
     note = f"; {random_note(label)}" if label else ""
@@ -145,6 +146,7 @@ def frames_of(source: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         files = image_files(source, "SOURCE")
         return len(files), ((f.name, read_image(str(f))) for f in files)
     if path.suffix.lower() in (".tif", ".tiff") + VIDEO_SUFFIXES:
+        from ..io.plugin_guard import read_frame
         from ..io.sources import open_source
 
         src = open_source(str(path))
@@ -153,7 +155,7 @@ def frames_of(source: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         def frames() -> Iterator[tuple[str, np.ndarray]]:
             try:
                 for i in range(n):
-                    yield f"{path.name}[{i}]", np.asarray(src.frame(i))
+                    yield f"{path.name}[{i}]", np.asarray(read_frame(src, i))
             finally:
                 getattr(src, "close", lambda: None)()
 

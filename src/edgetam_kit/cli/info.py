@@ -7,8 +7,12 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import sub
+
+if TYPE_CHECKING:
+    from ..plugins.manager import PluginManager
 
 
 def versions() -> list[tuple[str, str]]:
@@ -93,6 +97,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_plugin_backends(pm: "PluginManager") -> None:
+    """Try each plugin's backend once (``available()``, then ``prepare`` on a tiny random model), so a
+    backend that would fail at ``load_model`` is listed among the plugin errors; built-ins are not tried."""
+    import torch
+
+    from ..runtime import Runtime
+    from ..testing.random_weights import build_random_model
+
+    backends = {name: b for name, b in pm.backends().items()
+                if not pm.is_builtin(pm.backend_plugins.get(name, "?"))}
+    model = build_random_model("tiny", video=False) if backends else None
+    for name, backend in backends.items():
+        plugin = pm.backend_plugins.get(name, "?")
+        try:
+            if not backend.available():
+                continue
+            with torch.no_grad():
+                rt = backend.prepare(model, "fp32")
+            if not isinstance(rt, Runtime):
+                raise TypeError(f"backend {name!r} returned {type(rt).__name__}, not a Runtime")
+        except Exception as exc:
+            pm.report(plugin, f"backend {name!r} prepare", exc)
+
+
 HOOKS = ("edgetam_kit_checkpoints", "edgetam_kit_frame_sources", "edgetam_kit_exporters", "edgetam_kit_backends")
 
 
@@ -106,6 +134,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for plugin, item in pm.call(hook):
             label = str(getattr(item, "name", None) or type(item).__name__)
             contributions.setdefault(plugin, {}).setdefault(hook.removeprefix("edgetam_kit_"), []).append(label)
+    check_plugin_backends(pm)
     if os.environ.get(DISABLE_ENV):
         print(f"({DISABLE_ENV} is set: entry-point plugins are not loaded)")
     for plugin, hooks in contributions.items():
