@@ -270,7 +270,8 @@ mutation = st.tuples(st.sampled_from(["drop", "replace", "insert"]), st.integers
                      st.sampled_from(JUNK) | st.text(max_size=4))
 
 
-def test_cli_argv_never_gives_a_traceback(workdir, cli_files) -> None:
+def test_cli_argv_never_gives_a_traceback(workdir, cli_files, monkeypatch) -> None:
+    monkeypatch.chdir(workdir)  # a mutated -o may name a relative folder
     @bounded(30)
     @given(command=st.sampled_from(sorted(VALID)), mutations=st.lists(mutation, max_size=2))
     def prop(command, mutations) -> None:
