@@ -171,12 +171,13 @@ def test_demo_random_weights(tmp_path, capsys):
     assert "encode:" in stdout and "median" in stdout
 
 
-def test_demo_missing_checkpoint_falls_back(tmp_path, capsys):
+def test_demo_missing_checkpoint_is_an_error(tmp_path, capsys):
+    """Issue 18: `edgetam demo --checkpoint /typo.pt` fell back to random weights with exit 0."""
     out_dir = tmp_path / "demo"
-    assert main(["demo", "--checkpoint", str(tmp_path / "absent"), "--config", "tiny", "-o", str(out_dir)]) == 0
-    stdout = capsys.readouterr().out
-    assert "could not load" in stdout and "RANDOM weights" in stdout
-    assert (out_dir / "overlay_RANDOM_WEIGHTS.png").is_file()
+    assert main(["demo", "--checkpoint", str(tmp_path / "absent.pt"), "--config", "tiny", "-o", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err and "absent.pt" in err and "Traceback" not in err
+    assert not out_dir.exists()
 
 
 def test_demo_with_checkpoint(checkpoint, tmp_path, capsys):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import add_runtime_args, choose_device, load_checkpoint, read_image
+from .common import add_runtime_args, choose_device, load_checkpoint, read_image, weights_note
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".gif", ".mpg", ".mpeg")
@@ -77,7 +77,9 @@ def _cache(args: argparse.Namespace) -> Any:
 def cmd_auto(args: argparse.Namespace) -> int:
     """``edgetam auto``: automatic masks for an image or a folder, written in one format."""
     from .. import AutoMaskGenerator
-    from ..io.export import MaskSet, exporters, file_stems
+    from ..io.checkpoint import random_weights_of
+    from ..io.export import MaskSet, exporters, file_stems, random_note
+    from ..io.plugin_guard import write_masks  # a failing plugin exporter: reported, the built-in writes
 
     found = exporters()
     if args.format not in found:
@@ -93,6 +95,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
         stability_score_offset=args.stability_score_offset, mask_threshold=args.mask_threshold,
         box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_n_layers,
         min_mask_region_area=args.min_mask_region_area, output_mode="coco_rle", cache=_cache(args), **_tiling(args))
+    label = random_weights_of(model)
     combined = exporter.combined
     items: list[MaskSet] = []
     written: list[Path] = []
@@ -111,11 +114,11 @@ def cmd_auto(args: argparse.Namespace) -> int:
             anns = gen.generate(image, progress=progress)
             bar.close()
             total_masks += len(anns)
-            item = MaskSet(path.name, image.shape[:2], anns, image if args.format == "zarr" else None, stem)
+            item = MaskSet(path.name, image.shape[:2], anns, image if args.format == "zarr" else None, stem, label)
             if combined:
                 items.append(item)
             else:
-                paths = list(exporter.write([item], out, progress=None))
+                paths = write_masks(args.format, [item], out)
                 if set(paths) & set(written):  # a plugin that ignores item.stem: say so, never report it as fine
                     raise ValueError(f"--format {args.format}: {path.name} was written over an earlier image's "
                                      f"file ({', '.join(str(p) for p in set(paths) & set(written))})")
@@ -124,10 +127,11 @@ def cmd_auto(args: argparse.Namespace) -> int:
             if not args.quiet:
                 images_bar.write(f"{path.name}: {len(anns)} masks ({time.perf_counter() - t0:.1f} s)")
     if combined:
-        written += exporter.write(items, out, progress=None)
+        written += write_masks(args.format, items, out)
     cache = gen.predictor.cache
     cached = f"; cache {cache.hits} hit(s), {cache.misses} miss(es)" if cache is not None else ""
-    print(f"wrote {', '.join(str(p) for p in written)} ({total_masks} masks in {len(files)} image(s){cached})")
+    note = f"; {random_note(label)}" if label else ""
+    print(f"wrote {', '.join(str(p) for p in written)} ({total_masks} masks in {len(files)} image(s){cached}{note})")
     return 0
 
 
@@ -142,6 +146,7 @@ def frames_of(source: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         files = image_files(source, "SOURCE")
         return len(files), ((f.name, read_image(str(f))) for f in files)
     if path.suffix.lower() in (".tif", ".tiff") + VIDEO_SUFFIXES:
+        from ..io.plugin_guard import read_frame
         from ..io.sources import open_source
 
         src = open_source(str(path))
@@ -150,7 +155,7 @@ def frames_of(source: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         def frames() -> Iterator[tuple[str, np.ndarray]]:
             try:
                 for i in range(n):
-                    yield f"{path.name}[{i}]", np.asarray(src.frame(i))
+                    yield f"{path.name}[{i}]", np.asarray(read_frame(src, i))
             finally:
                 getattr(src, "close", lambda: None)()
 
@@ -172,8 +177,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         for _, frame in frames:
             pred.set_image(frame)
             bar.update(1)
+    note = weights_note(model)  # also in each entry's signature (model.random_weights)
     print(f"{n} frame(s): {cache.misses} embedded, {cache.hits} already in {cache.path} "
-          f"({time.perf_counter() - t0:.1f} s); {len(cache)} entries in the cache")
+          f"({time.perf_counter() - t0:.1f} s); {len(cache)} entries in the cache" + (f"; {note}" if note else ""))
     return 0
 
 

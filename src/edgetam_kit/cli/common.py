@@ -4,6 +4,7 @@ checkpoint with errors that name the flag, and the subcommand parser with an exa
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,18 +53,41 @@ def read_image(path: str) -> np.ndarray:
         raise ValueError(f"IMAGE: cannot read {path} ({type(exc).__name__}: {exc})") from None
 
 
-def write_mask(mask: np.ndarray, out: Path) -> None:
-    """Write a (H, W) bool mask: .png 0/255, .tif/.tiff uint8 labels (0/1), .npy bool."""
-    import skimage.io
+def write_mask(mask: np.ndarray, out: Path, note: str | None = None) -> None:
+    """Write a (H, W) bool mask: .png 0/255, .tif/.tiff uint8 labels (0/1), .npy bool. ``note`` (the
+    random-weights label) goes into the PNG's text chunk / the TIFF's description (.npy has no metadata)."""
     import tifffile
+
+    from ..io.export import WEIGHTS_KEY
 
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         np.save(out, mask.astype(bool))
     elif out.suffix.lower() == ".png":
-        skimage.io.imsave(out, mask.astype(np.uint8) * 255, check_contrast=False)
+        save_png(mask.astype(np.uint8) * 255, out, note)
     else:
-        tifffile.imwrite(out, mask.astype(np.uint8))
+        tifffile.imwrite(out, mask.astype(np.uint8), metadata={"axes": "YX", **({WEIGHTS_KEY: note} if note else {})})
+
+
+def save_png(pixels: np.ndarray, out: Path, note: str | None = None) -> None:
+    """Write uint8 gray or RGB ``pixels`` as a PNG; ``note`` goes into its text chunk (edgetam_weights)."""
+    from PIL import Image, PngImagePlugin
+
+    from ..io.export import WEIGHTS_KEY
+
+    info = PngImagePlugin.PngInfo()
+    if note:
+        info.add_text(WEIGHTS_KEY, note)
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, pnginfo=info)
+
+
+def weights_note(model: "EdgeTam") -> str | None:
+    """The random-weights label of ``model`` (None for real weights)."""
+    from ..io.checkpoint import random_weights_of
+    from ..io.export import random_note
+
+    label = random_weights_of(model)
+    return random_note(label) if label else None
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -95,6 +119,9 @@ def load_checkpoint(source: str, device: str, config: str | None, runtime: argpa
         if not text.startswith("source: "):
             raise
         raise type(exc)("--checkpoint: " + text.removeprefix("source: ")) from exc
+    note = weights_note(model)
+    if note:  # every command that loads weights says so before it writes anything
+        print(f"weights: {note}", file=sys.stderr, flush=True)
     try:
         return optimize(model, backend=backend, precision=precision, threads=threads)
     except ValueError as exc:

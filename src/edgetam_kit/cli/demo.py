@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .common import RANDOM_TAG, choose_device, load_checkpoint, sub, timed, write_mask
+from .common import RANDOM_TAG, load_checkpoint, save_png, sub, timed, weights_note, write_mask
 
 if TYPE_CHECKING:
     from ..modeling import EdgeTam
@@ -21,21 +21,18 @@ DEMO_CLICKS = 5
 
 
 def demo_model(checkpoint: str | None, config: str | None, device: str) -> tuple["EdgeTam", bool]:
-    """(model, is_random): the checkpoint if it loads, else random weights with a one-line notice.
-    Either way the model runs on the default (eager) runtime, as ``load_model`` gives it."""
-    from .. import build_random_model
-    from ..runtime.backends import optimize
+    """(model, is_random): the checkpoint (a failure to load it is an error, never a silent switch to
+    random weights), or, without ``--checkpoint``, random weights with a one-line notice. Either way
+    the model runs on the default (eager) runtime, as ``load_model`` gives it."""
+    from ..io.checkpoint import random_weights_of
 
     if checkpoint:
-        try:
-            return load_checkpoint(checkpoint, device, config), False
-        except FileNotFoundError as exc:
-            why = f"could not load {checkpoint!r}: {str(exc).split(';')[0].removeprefix('--checkpoint: ')}"
-    else:
-        why = "no --checkpoint given"
-    print(f"No real EdgeTAM weights are available here ({why}); running with RANDOM weights, "
-          "so the masks are meaningless.")
-    return optimize(build_random_model(config or "edgetam").to(choose_device(device))), True
+        model = load_checkpoint(checkpoint, device, config)
+        return model, random_weights_of(model) is not None
+    source = f"random:{config or 'edgetam'}"
+    print(f"No real EdgeTAM weights are available here (no --checkpoint given); running with RANDOM weights "
+          f"({source}), so the masks are meaningless. Pass --checkpoint edgetam, a folder or an edgetam.pt for real ones.")
+    return load_checkpoint(source, device, None), True
 
 
 def overlay(image: np.ndarray, masks: Sequence[np.ndarray], point: Sequence[int], box: Sequence[int],
@@ -65,11 +62,11 @@ def overlay(image: np.ndarray, masks: Sequence[np.ndarray], point: Sequence[int]
 def cmd_demo(args: argparse.Namespace) -> int:
     """``edgetam demo``: segment skimage's coins from a point and a box; overlay and timings."""
     import skimage.data
-    import skimage.io
 
     from .. import ImagePredictor
 
     model, random = demo_model(args.checkpoint, args.config, args.device)
+    note = weights_note(model) if random else None
     image = skimage.data.coins()
     pred = ImagePredictor(model)
     _, first = timed(lambda: pred.set_image(image))
@@ -83,9 +80,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     masks = [r.masks[r.best] for r in (r_point, r_box)]
     label = "RANDOM WEIGHTS - masks are meaningless" if random else None
     files = [out_dir / f"overlay{tag}.png", out_dir / f"mask_point{tag}.png", out_dir / f"mask_box{tag}.png"]
-    skimage.io.imsave(files[0], overlay(image, masks, DEMO_POINT, DEMO_BOX, label), check_contrast=False)
+    save_png(overlay(image, masks, DEMO_POINT, DEMO_BOX, label), files[0], note)
     for mask, f in zip(masks, files[1:]):
-        write_mask(mask, f)
+        write_mask(mask, f, note)
     click_ms = [s * 1000 for _, s in clicks]
     print(f"model:        {model.config.name}{' (RANDOM WEIGHTS)' if random else ''} on {model.device}")
     print(f"image:        skimage.data.coins() {image.shape[1]}x{image.shape[0]}; point {DEMO_POINT}, box {DEMO_BOX}")
@@ -100,7 +97,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_demo_parser(subs: argparse._SubParsersAction, configs: list[str]) -> None:
     p = sub(subs, "demo", "Segment a bundled example (scikit-image coins), write an overlay, print timings.",
              "edgetam demo --checkpoint edgetam -o ./edgetam-demo")
-    p.add_argument("--checkpoint", metavar="SRC", help="weights; without them (or offline) RANDOM weights are used")
+    p.add_argument("--checkpoint", metavar="SRC", help="weights (HF folder, edgetam.pt, name, hub id, or random:edgetam / random:tiny); without it "
+                        "RANDOM weights (random:edgetam) are used")
     p.add_argument("-o", "--output", default="edgetam-demo", metavar="OUT_DIR", help="folder (default: ./edgetam-demo)")
     p.add_argument("--config", choices=configs, help="network preset for .pt or random weights (default: edgetam)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")

@@ -7,8 +7,12 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import sub
+
+if TYPE_CHECKING:
+    from ..plugins.manager import PluginManager
 
 
 def versions() -> list[tuple[str, str]]:
@@ -38,6 +42,10 @@ def describe_source(source: str) -> str:
         return f"local {what}: {path.resolve()}"
     assert spec is not None
     where = "registered name" if kind == "name" else "hub id"
+    if spec.build is not None and spec.random_weights:
+        return f"{where} -> RANDOM weights, {spec.config} preset (nothing to download; outputs are not meaningful)"
+    if spec.build is not None:
+        return f"{where} -> built in code ({spec.config} preset; nothing to download)"
     target = spec.source + (f" (file {spec.filename})" if spec.filename else "")
     if Path(spec.source).expanduser().exists():
         return f"{where} -> local {target}"
@@ -45,14 +53,23 @@ def describe_source(source: str) -> str:
 
 
 def hub_cache_state(repo_id: str, filename: str | None) -> str:
-    """Whether a hub checkpoint is already in the local Hugging Face cache (no network)."""
+    """Whether a hub checkpoint is in the local Hugging Face cache, and if not whether it could be
+    downloaded here (HF_HUB_OFFLINE, or a short connection attempt to the hub; nothing is fetched)."""
+    from ..io.checkpoint import _hub_offline, _hub_reachable
+
     try:
         from huggingface_hub import try_to_load_from_cache
 
         hit = try_to_load_from_cache(repo_id, filename or "config.json")
     except Exception:  # an odd repo id or cache layout: say we do not know
         return "cache state unknown"
-    return f"in the local cache: {hit}" if isinstance(hit, str) else "not in the local cache (would be downloaded)"
+    if isinstance(hit, str):
+        return f"in the local cache: {hit}"
+    if _hub_offline():
+        return "NOT available: not in the local cache and HF_HUB_OFFLINE is set (download it on a connected machine)"
+    if not _hub_reachable():
+        return "NOT available: not in the local cache and the hub cannot be reached (offline?)"
+    return "not in the local cache (would be downloaded on first use)"
 
 
 def plugin_errors() -> list[str]:
@@ -80,6 +97,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_plugin_backends(pm: "PluginManager") -> None:
+    """Try each plugin's backend once (``available()``, then ``prepare`` on a tiny random model), so a
+    backend that would fail at ``load_model`` is listed among the plugin errors; built-ins are not tried."""
+    import torch
+
+    from ..runtime import Runtime
+    from ..testing.random_weights import build_random_model
+
+    backends = {name: b for name, b in pm.backends().items()
+                if not pm.is_builtin(pm.backend_plugins.get(name, "?"))}
+    model = build_random_model("tiny", video=False) if backends else None
+    for name, backend in backends.items():
+        plugin = pm.backend_plugins.get(name, "?")
+        try:
+            if not backend.available():
+                continue
+            with torch.no_grad():
+                rt = backend.prepare(model, "fp32")
+            if not isinstance(rt, Runtime):
+                raise TypeError(f"backend {name!r} returned {type(rt).__name__}, not a Runtime")
+        except Exception as exc:
+            pm.report(plugin, f"backend {name!r} prepare", exc)
+
+
 HOOKS = ("edgetam_kit_checkpoints", "edgetam_kit_frame_sources", "edgetam_kit_exporters", "edgetam_kit_backends")
 
 
@@ -93,6 +134,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for plugin, item in pm.call(hook):
             label = str(getattr(item, "name", None) or type(item).__name__)
             contributions.setdefault(plugin, {}).setdefault(hook.removeprefix("edgetam_kit_"), []).append(label)
+    check_plugin_backends(pm)
     if os.environ.get(DISABLE_ENV):
         print(f"({DISABLE_ENV} is set: entry-point plugins are not loaded)")
     for plugin, hooks in contributions.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import MASK_SUFFIXES, add_runtime_args, load_checkpoint, parse_numbers, read_image, sub, write_mask
+from .common import MASK_SUFFIXES, add_runtime_args, load_checkpoint, parse_numbers, read_image, sub, weights_note, write_mask
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -21,15 +21,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if not points and not negatives and box is None:
         raise ValueError("give a prompt: at least one --point X,Y or a --box X0,Y0,X1,Y1")
     image = read_image(args.image)
-    pred = ImagePredictor(load_checkpoint(args.checkpoint, args.device, args.config, args))
+    model = load_checkpoint(args.checkpoint, args.device, args.config, args)
+    pred = ImagePredictor(model)
     pred.set_image(image)
     coords = points + negatives
     r = pred.predict(points=coords or None, labels=[1] * len(points) + [0] * len(negatives) if coords else None,
                      box=box, multimask=args.multimask)
-    write_mask(r.masks[r.best], out)
+    note = weights_note(model)
+    write_mask(r.masks[r.best], out, note)
     print("scores:       " + " ".join(f"{s:.3f}" for s in r.scores) + f"  (best: mask {r.best})")
     print(f"object score: {r.object_score:.2f} ({'object present' if r.object_score > 0 else 'no object'})")
-    print(f"wrote {out} ({r.masks.shape[2]}x{r.masks.shape[1]}, {int(r.masks[r.best].sum())} pixels in the mask)")
+    print(f"wrote {out} ({r.masks.shape[2]}x{r.masks.shape[1]}, {int(r.masks[r.best].sum())} pixels in the mask)"
+          + (f"; {note}" if note else ""))
     return 0
 
 

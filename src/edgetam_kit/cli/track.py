@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..io.labels import MAX_LABEL
-from .common import add_runtime_args, choose_device, load_checkpoint, parse_numbers
+from .common import add_runtime_args, choose_device, load_checkpoint, parse_numbers, weights_note
 
 OUT_SUFFIXES = (".tif", ".tiff", ".zarr")
 
@@ -49,16 +49,23 @@ def collect_prompts(args: argparse.Namespace) -> dict[tuple[int, int], dict[str,
     return prompts
 
 
-def open_output(path: Path, shape: tuple[int, int, int], kind: str | None = None) -> Any:
+def open_output(path: Path, shape: tuple[int, int, int], kind: str | None = None, note: str | None = None) -> Any:
     """A writable (T, H, W) uint32 array on disk: a memory-mapped TIFF or a zarr array
-    (``kind`` ".zarr" / ".tif"; default: from the path's suffix)."""
+    (``kind`` ".zarr" / ".tif"; default: from the path's suffix). ``note`` (the random-weights
+    label) goes into the TIFF description / the zarr array's attributes."""
+    from ..io.export import WEIGHTS_KEY
+
     if (kind or path.suffix).lower() == ".zarr":
         import zarr
 
-        return zarr.open(str(path), mode="w", shape=shape, chunks=(1, *shape[1:]), dtype="uint32")
+        arr = zarr.open(str(path), mode="w", shape=shape, chunks=(1, *shape[1:]), dtype="uint32")
+        if note:
+            arr.attrs[WEIGHTS_KEY] = note
+        return arr
     import tifffile
 
-    return tifffile.memmap(str(path), shape=shape, dtype=np.uint32, photometric="minisblack")
+    meta = {"axes": "TYX", **({WEIGHTS_KEY: note} if note else {})}
+    return tifffile.memmap(str(path), shape=shape, dtype=np.uint32, photometric="minisblack", metadata=meta)
 
 
 def cmd_track(args: argparse.Namespace) -> int:
@@ -87,7 +94,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     # written under a temporary name next to OUT and renamed only when complete: a failure or a
     # kill midway leaves an existing OUT as it was
     with atomic_output(out) as tmp:
-        labels = open_output(tmp, (session.num_frames, h, w), out.suffix)
+        labels = open_output(tmp, (session.num_frames, h, w), out.suffix, weights_note(model))
         bar = tqdm(total=session.num_frames if args.direction == "both" else None, desc="tracking", unit="frame")
         try:
             for frame, obj_ids, masks in session.propagate(args.direction, progress=bar):
@@ -98,7 +105,9 @@ def cmd_track(args: argparse.Namespace) -> int:
             if hasattr(labels, "flush"):
                 labels.flush()
             del labels
-    print(f"wrote {out} ({done} frames tracked of {session.num_frames}; objects {session.obj_ids})")
+    note = weights_note(model)
+    print(f"wrote {out} ({done} frames tracked of {session.num_frames}; objects {session.obj_ids})"
+          + (f"; {note}" if note else ""))
     return 0
 
 

@@ -29,6 +29,7 @@ from .memory_bank import FrameMemory, ObjectState, bank_inputs
 from .prompts import PromptParser
 from ..progress import Cancelled, check_progress_cancel, is_cancelled, report
 from ..io.labels import MAX_LABEL, paint_labels
+from ..io.plugin_guard import read_frame
 from ..io.sources import FrameSource, open_source
 from ..transforms import (DEFAULT_PERCENTILES, check_channels, check_percentiles, to_model_input, to_unit_rgb,
                           upscale_logits)
@@ -296,7 +297,7 @@ class TrackingSession:
         """Frame ``frame`` read from the source and normalised: (1, 3, S, S) model input."""
         m = self.model
         with self._source_lock:  # the prefetch thread and the caller may both read
-            image = self.source.frame(frame)
+            image = read_frame(self.source, frame)  # a plugin source's failure names the plugin
         if tuple(image.shape[:2]) != self.frame_hw:
             raise ValueError(f"frame {frame} has shape {tuple(image.shape)}, but the source's frames are "
                              f"{self.frame_hw}; every frame must have the same size")

@@ -14,7 +14,8 @@ Layout: ``ROOT/edgetam-cache.json`` (format marker) and one zarr group per entry
 signature and a crc32 per array in its attributes (an entry whose data does not match is a miss
 and is re-encoded and replaced). Writes are atomic: an entry is written under a temporary name
 (``.tmp-...``) and renamed into place only when complete, so a write that is killed midway
-leaves only a temporary folder, which readers never look at (and later writes remove).
+leaves only a temporary folder, which readers never look at and the next write removes (its
+writer's pid is in its name).
 
     cache = ek.EmbeddingCache("~/edgetam-cache")
     pred = ek.ImagePredictor(model, cache=cache)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -39,12 +41,13 @@ import torch
 
 from ..modeling import ImageFeatures
 from ..runtime import Runtime, runtime_of
-from .atomic import commit
+from .atomic import _alive, clean_leftovers, commit, temp_path
 
 CACHE_FORMAT = 1
 MARKER = "edgetam-cache.json"
 ARRAYS = ("embed", "high_res_0", "high_res_1")
 STALE_TMP_SECONDS = 3600.0  # temporary folders older than this are removed by later writes
+_TMP = re.compile(r"^\.tmp-[0-9a-f]{16}-(?P<pid>\d+)-[0-9a-f]{8}$")  # an entry being written by process pid
 
 
 # ----------------------------------------------------------------------------- signatures
@@ -71,6 +74,9 @@ def model_identity(runtime: Runtime) -> dict[str, Any]:
              "dtype": str(model.dtype)}
     if runtime.precision != "fp32":  # fp32 signatures stay as they were, so existing caches remain valid
         ident["precision"] = runtime.precision
+    random = getattr(model, "random_weights", None)  # io.checkpoint.RANDOM_ATTR: entries of random weights say so
+    if isinstance(random, str):
+        ident["random_weights"] = random
     return ident
 
 
@@ -212,13 +218,13 @@ class EmbeddingCache:
         import zarr
 
         self.path.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp()
         marker = self.path / MARKER
         if not marker.exists():
             _atomic_text(marker, json.dumps({"format": CACHE_FORMAT, "written_by": "edgetam-kit"}))
         final = self.entry_path(signature)
         if self._load(signature) is not None:  # a damaged entry is rewritten
             return final
-        self._remove_stale_tmp()
         tmp = self.path / f".tmp-{final.name[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             group = zarr.open_group(str(tmp), mode="w")
@@ -251,10 +257,15 @@ class EmbeddingCache:
                     shutil.rmtree(p, ignore_errors=True)
 
     def _remove_stale_tmp(self) -> None:
+        """Remove what dead writers left: ``.tmp-<key>-<pid>-<random>`` entry folders whose process is
+        gone (or older than STALE_TMP_SECONDS: a reused pid), and the ``io.atomic`` leftovers (marker
+        files, replaced entries)."""
+        clean_leftovers(self.path)
         now = time.time()
         for p in self.path.glob(".tmp-*"):
+            m = _TMP.match(p.name)
             try:
-                if now - p.stat().st_mtime > STALE_TMP_SECONDS:
+                if (m is not None and not _alive(int(m["pid"]))) or now - p.stat().st_mtime > STALE_TMP_SECONDS:
                     shutil.rmtree(p, ignore_errors=True)
             except OSError:
                 pass
@@ -266,7 +277,7 @@ def _checksum(arr: np.ndarray) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp = temp_path(path)  # a kill leaves a name io.atomic.clean_leftovers knows
     tmp.write_text(text)
     os.replace(tmp, path)
 

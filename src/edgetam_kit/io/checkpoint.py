@@ -5,7 +5,8 @@ Formats read:
   ``model.safetensors.index.json``), as ``EdgeTamModel``/``EdgeTamVideoModel.save_pretrained`` write it;
 - a hub id (``owner/name``), fetched through huggingface_hub (cache first);
 - the original release, ``edgetam.pt`` holding ``{"model": state_dict}``;
-- a checkpoint name registered through the ``edgetam_kit_checkpoints`` hook.
+- a checkpoint name registered through the ``edgetam_kit_checkpoints`` hook (the built-in
+  ``random:edgetam`` / ``random:tiny`` build random weights, labelled on the model: ``random_weights_of``).
 
 Loading is strict: missing, unexpected or mis-shaped tensors raise one ``ValueError``
 listing them. A checkpoint with video-model tensors (memory encoder, perceiver, memory
@@ -17,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -116,6 +119,8 @@ def _load_hf_folder(folder: Path) -> EdgeTam:
     sd = _read_safetensors(folder)
     model = _build(cfg, sd, str(folder))
     _assign(model, sd, str(folder), [])
+    if isinstance(raw.get(_RANDOM_KEY), str):  # saved from a random:... model: stays labelled
+        setattr(model, RANDOM_ATTR, raw[_RANDOM_KEY])
     return model
 
 
@@ -186,9 +191,31 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | None, Checkpo
     named = get_plugin_manager().checkpoints()
     if text in named:
         return "name", None, named[text]
+    base, _, query = text.partition("?")
+    if query and base in named and named[base].build is not None:  # NAME?seed=N of a built checkpoint
+        spec = named[base]
+        return "name", None, replace(spec, name=text, build=partial(spec.build, seed=_seed_of(text, query)))
     if _looks_like_hub_id(text):
         return "hub", None, CheckpointSpec(name=text, source=text)
     return "missing", Path(text).expanduser(), None
+
+
+def _seed_of(text: str, query: str) -> int:
+    key, _, value = query.partition("=")
+    if key != "seed" or not value.isdigit() or int(value) >= 2**63:
+        raise ValueError(f"source: {text!r}: the only option of a built checkpoint is ?seed=N (an integer >= 0), "
+                         f"e.g. 'random:tiny?seed=1'")
+    return int(value)
+
+
+RANDOM_ATTR = "random_weights"  # set on a model built with random weights: the checkpoint name it came from
+_RANDOM_KEY = "edgetam_kit_random_weights"  # the same in a saved folder's config.json
+
+
+def random_weights_of(model: object) -> str | None:
+    """The random checkpoint name (``random:tiny``, ...) a model was built from, or None for real weights."""
+    label = getattr(model, RANDOM_ATTR, None)
+    return label if isinstance(label, str) else None
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -236,31 +263,55 @@ def load_model(
             f"source: {str(source)!r} is not an existing path, a registered checkpoint name or a hub id (owner/name); "
             "pass an HF folder, an edgetam.pt file, a name from `edgetam info`, or a hub id"
         )
-    if spec is not None:
-        if Path(spec.source).expanduser().exists():
-            path = Path(spec.source).expanduser()
-            if spec.filename:
-                path = path / spec.filename
-        else:
-            path = _fetch_from_hub(spec.source, spec.filename)
-        if config is None and spec.config:
-            config = get_config(spec.config)
-    if path.is_dir() or path.name == "config.json":
-        model = _load_hf_folder(path if path.is_dir() else path.parent)
-        if given_config is not None:
-            _check_same_config(given_config, model.config, path)
-    elif path.suffix in (".pt", ".pth", ".ckpt"):
-        model = _load_original(path, config or get_config("edgetam"))
+    if spec is not None and spec.build is not None:
+        model = _built(spec, config)
     else:
-        raise CheckpointError(
-            f"source: {path} is neither an HF folder (config.json + model.safetensors) nor an original .pt checkpoint"
-        )
+        if spec is not None:
+            path = _spec_path(spec)
+            if config is None and spec.config:
+                config = get_config(spec.config)
+        model = _read_model(path, config, given_config)
     model.eval()
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
     from ..runtime.backends import optimize
     from ..runtime.onnx_backend import adopt_export  # an ek.export_onnx folder runs on "onnx" by default
 
-    return optimize(model, backend=adopt_export(model, path, backend), precision=precision)
+    backend = adopt_export(model, path, backend) if path is not None else (backend or "eager")
+    return optimize(model, backend=backend, precision=precision)
+
+
+def _spec_path(spec: CheckpointSpec) -> Path:
+    """Local path of a named checkpoint: its own folder/file, or fetched from the hub."""
+    if Path(spec.source).expanduser().exists():
+        path = Path(spec.source).expanduser()
+        return path / spec.filename if spec.filename else path
+    return _fetch_from_hub(spec.source, spec.filename)
+
+
+def _read_model(path: Path, config: EdgeTamConfig | None, given_config: EdgeTamConfig | None) -> EdgeTam:
+    if path.is_dir() or path.name == "config.json":
+        model = _load_hf_folder(path if path.is_dir() else path.parent)
+        if given_config is not None:
+            _check_same_config(given_config, model.config, path)
+        return model
+    if path.suffix in (".pt", ".pth", ".ckpt"):
+        return _load_original(path, config or get_config("edgetam"))
+    raise CheckpointError(
+        f"source: {path} is neither an HF folder (config.json + model.safetensors) nor an original .pt checkpoint"
+    )
+
+
+def _built(spec: CheckpointSpec, config: EdgeTamConfig | None) -> EdgeTam:
+    """The model a ``CheckpointSpec.build`` makes (random weights are labelled on the model)."""
+    if config is not None and config.name != spec.config:
+        raise ValueError(f"config: {spec.name!r} builds the {spec.config!r} preset; leave config=None")
+    model = spec.build()
+    if not isinstance(model, EdgeTam):
+        raise CheckpointError(f"source: {spec.name!r}: its plugin's build() returned {type(model).__name__}, "
+                              "not an EdgeTam")
+    if spec.random_weights:
+        setattr(model, RANDOM_ATTR, spec.name)
+    return model
 
 
 def _check_same_config(given: EdgeTamConfig, found: EdgeTamConfig, path: Path) -> None:
@@ -298,6 +349,8 @@ def save_model(model: EdgeTam, folder: str | os.PathLike) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     cfg = config_to_hf(model.config)
     cfg["dtype"] = str(model.dtype).replace("torch.", "")
+    if random_weights_of(model):
+        cfg[_RANDOM_KEY] = random_weights_of(model)
     for name, write in ((SAFETENSORS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"})),
                         ("config.json", lambda p: p.write_text(json.dumps(cfg, indent=2)))):
         tmp = folder / f".{name}.tmp"

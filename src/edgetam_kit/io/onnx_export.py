@@ -234,12 +234,15 @@ def export_onnx(model: EdgeTam, folder: str | os.PathLike, *, video: bool | None
                     _to_fp16(work / name, work / f"{part}.fp16.onnx")
                     variants.setdefault("fp16", {})[part] = _file_entry(work, f"{part}.fp16.onnx")
         from .. import __version__
+        from .checkpoint import random_weights_of
+        from .export import random_note
 
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "edgetam_kit_version": __version__,
             "torch_version": torch.__version__, "onnx_version": onnx.__version__, "opset": opset,
             "exporter": "+".join(sorted(used)), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "video": video, "image_only": not video, "weights_id": all_weights_digest(model),
+            **({"random_weights": random_note(random_weights_of(model))} if random_weights_of(model) else {}),
             "image_size": model.config.image_size, "embedding_size": model.config.embedding_size,
             "normalisation": {"input": "RGB scaled to [0, 1], resized to image_size x image_size",
                               "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},

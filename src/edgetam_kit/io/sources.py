@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .plugin_guard import probe_source, remember_source
 from .tiff_health import tiff_damage
 
 BUILTIN_PRIORITY = -100
@@ -347,18 +348,28 @@ def open_source(source: object, *, plugin_manager: Any = None, **options: Any) -
             if opener.can_open(source):
                 candidates.append(opener)
         except Exception as exc:  # a broken plugin must not take the host down
-            plugin_manager._report(opener.name, hook, exc)
+            plugin_manager._report(plugin_manager.opener_plugins.get(opener.name, opener.name),
+                                   f"{hook} (opener {opener.name!r} can_open)", exc)
     for k, opener in enumerate(candidates):
+        plugin = plugin_manager.opener_plugins.get(opener.name, opener.name)
+        builtin = plugin_manager.is_builtin(plugin)
         try:
             src = opener.open(source, **options)
+            if not isinstance(src, FrameSource):
+                raise TypeError(f"opened a {type(src).__name__}, not a FrameSource")
+            if not builtin:  # a plugin's source must read its first frame, else the next opener is used
+                probe_source(src)
         except Exception as exc:
-            if k == len(candidates) - 1:
+            if k == len(candidates) - 1 and builtin:
                 raise
-            plugin_manager._report(opener.name, hook, exc)
+            plugin_manager._report(plugin, f"{hook} (opener {opener.name!r})", exc)
+            if k == len(candidates) - 1:
+                raise ValueError(f"source: the frame source {opener.name!r} of plugin {plugin!r} failed "
+                                 f"({type(exc).__name__}: {exc}) and no other opener accepts it") from exc
             continue
-        if isinstance(src, FrameSource):
-            return src
-        plugin_manager._report(opener.name, hook, TypeError(f"opened a {type(src).__name__}, not a FrameSource"))
+        if not builtin:
+            remember_source(src, plugin)
+        return src
     path = _as_path(source)
     if path is not None and not path.exists():
         raise FileNotFoundError(f"source: {path} does not exist; expected {ACCEPTED}")

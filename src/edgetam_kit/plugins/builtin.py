@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from .hookspecs import CheckpointSpec, Exporter, FrameSourceOpener, hookimpl
 
 
@@ -19,7 +21,18 @@ def edgetam_kit_checkpoints() -> list[CheckpointSpec]:
             filename="edgetam.pt",
             description="EdgeTAM as released by Meta (edgetam.pt, original layout)",
         ),
+        *(CheckpointSpec(name=f"random:{preset}", source=f"(random weights, {preset} preset)", config=preset,
+                         build=partial(_random_model, preset), random_weights=True, description=what)
+          for preset, what in (("edgetam", "the real EdgeTAM architecture with RANDOM weights (try the CLI "
+                                           "without weights; outputs are not meaningful); random:edgetam?seed=N"),
+                               ("tiny", "a tiny network with RANDOM weights (fast smoke tests); random:tiny?seed=N"))),
     ]
+
+
+def _random_model(preset: str, seed: int = 0) -> object:
+    from ..testing.random_weights import build_random_model  # torch loads when a model is built
+
+    return build_random_model(preset, seed=seed)
 
 
 @hookimpl

@@ -26,6 +26,10 @@ class CheckpointSpec:
     filename: for a hub id, the file to fetch (``edgetam.pt`` for the original layout);
     None means an HF-style folder (config.json + safetensors).
     config: preset name used when the format carries no config (the original ``.pt``).
+    build: for a model made in code rather than read from files: ``build(seed=0) -> EdgeTam``
+    (``source`` is then only shown in listings). A name ``NAME?seed=N`` passes ``seed=N``.
+    random_weights: True when ``build`` gives random weights: the model and everything
+    written from it are labelled as random (``random:edgetam``, ``random:tiny``).
     """
 
     name: str
@@ -33,6 +37,8 @@ class CheckpointSpec:
     filename: str | None = None
     config: str = "edgetam"
     description: str = ""
+    build: Callable[..., Any] | None = None
+    random_weights: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ class PluginManager:
     pm: pluggy.PluginManager
     errors: list[PluginError] = field(default_factory=list)
     backend_plugins: dict[str, str] = field(default_factory=dict)  # backend name -> the plugin supplying it
+    exporter_plugins: dict[str, str] = field(default_factory=dict)  # exporter name -> the plugin supplying it
+    builtin_exporters: dict[str, Exporter] = field(default_factory=dict)  # the built-ins, for falling back
+    opener_plugins: dict[str, str] = field(default_factory=dict)  # frame-source opener name -> its plugin
 
     @classmethod
     def create(cls, autoload: bool | None = None) -> "PluginManager":
@@ -82,6 +85,10 @@ class PluginManager:
         """Record and warn about a plugin's failure (once per plugin, stage and error)."""
         self._report(plugin, stage, exc)
 
+    def is_builtin(self, plugin: str) -> bool:
+        """Whether ``plugin`` (a name from ``*_plugins``) is edgetam-kit's own."""
+        return plugin == BUILTIN[0]
+
     def register(self, plugin: Any, name: str | None = None) -> None:
         self.pm.register(plugin, name=name)
 
@@ -111,11 +118,12 @@ class PluginManager:
                 ("name", isinstance(spec.name, str) and spec.name != ""),
                 ("source", isinstance(spec.source, (str, os.PathLike))),
                 ("filename", spec.filename is None or isinstance(spec.filename, str)),
-                ("config", isinstance(spec.config, str))) if not ok]
+                ("config", isinstance(spec.config, str)),
+                ("build", spec.build is None or callable(spec.build))) if not ok]
             if bad:  # attributed to the plugin here, not a TypeError deep inside load_model
                 self._report(plugin, "edgetam_kit_checkpoints", TypeError(
                     f"CheckpointSpec {', '.join(bad)}: name, source (a path or hub id) and config must be str, "
-                    "filename None or str"))
+                    "filename None or str, build None or callable"))
                 continue
             found[spec.name] = spec
         return found
@@ -129,6 +137,9 @@ class PluginManager:
                 self._report(plugin, "edgetam_kit_exporters", wrong)
                 continue
             found[exp.name] = exp
+            self.exporter_plugins[exp.name] = plugin
+            if plugin == BUILTIN[0]:
+                self.builtin_exporters[exp.name] = exp
         return found
 
     def backends(self) -> dict[str, Any]:
@@ -156,6 +167,7 @@ class PluginManager:
                 self._report(plugin, "edgetam_kit_frame_sources", wrong)
                 continue
             found.append((rank[plugin], j, opener))
+            self.opener_plugins[opener.name] = plugin
         found.sort(key=lambda t: (-t[2].priority, -t[0], t[1]))
         return [opener for _, _, opener in found]
 
