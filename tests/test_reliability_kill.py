@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 import edgetam_kit as ek
+from kill_helpers import hidden_names as _leftovers, kill as _kill, wait_line as _wait_line
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -29,30 +29,6 @@ def _env() -> dict[str, str]:
 def _start(code: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float = 60.0) -> float:
-    """Read stdout until a line starting with ``prefix``; returns the time it came."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(prefix):
-            return time.monotonic()
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"writer exited early: {proc.stderr.read()[-2000:]}")
-    proc.kill()
-    raise AssertionError(f"no {prefix!r} line within {timeout} s")
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stdout.close()
-    proc.stderr.close()
-
-
-def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
 # ----------------------------------------------------------------------------- OME-Zarr rewrite

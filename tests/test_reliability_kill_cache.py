@@ -4,10 +4,8 @@ damaged, and the next run removes what the killed writers left. Bounded: a few k
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from kill_helpers import hidden_names as _hidden, kill as _kill, wait_line as _wait_line
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -24,29 +23,6 @@ def _start(args: list[str]) -> subprocess.Popen:
                EDGETAM_KIT_DISABLE_PLUGINS="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-
-
-def _wait_line(stream, prefix: str, proc: subprocess.Popen, timeout: float = 60.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if line.startswith(prefix):
-            return time.monotonic()
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"writer exited early: {proc.stderr.read()[-2000:]}")
-    proc.kill()
-    raise AssertionError(f"no {prefix!r} line within {timeout} s")
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stdout.close()
-    proc.stderr.close()
-
-
-def _hidden(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
 def _entries_ok(folder: Path) -> set[str]:
@@ -95,7 +71,7 @@ def test_sigkill_during_cache_writes_keeps_entries_whole(tmp_path) -> None:
     mid_write = 0
     for _ in range(3):
         proc = _start(["-c", textwrap.dedent(CACHE_WRITER), str(folder)])
-        _wait_line(proc.stdout, "ready", proc)
+        _wait_line(proc, "ready")
         time.sleep(rng.uniform(0.2, 1.5))
         _kill(proc)
         mid_write += any(n.startswith(".tmp-") for n in _hidden(folder))
@@ -131,7 +107,7 @@ def test_sigkill_during_embed_keeps_the_cache_whole(tmp_path) -> None:
     cache = tmp_path / "cache"
     first, second = _images(tmp_path / "a", 12, 1), _images(tmp_path / "b", 12, 2)
     proc = _embed(first, cache)
-    t0 = _wait_line(proc.stderr, "weights: RANDOM", proc)
+    t0 = _wait_line(proc, "weights: RANDOM", proc.stderr)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
     duration = time.monotonic() - t0
     proc.stdout.close()
@@ -141,7 +117,7 @@ def test_sigkill_during_embed_keeps_the_cache_whole(tmp_path) -> None:
     rng = random.Random(4)
     for k in range(3):  # stratified kill points over the embedding time
         proc = _embed(second, cache)
-        _wait_line(proc.stderr, "weights: RANDOM", proc)
+        _wait_line(proc, "weights: RANDOM", proc.stderr)
         time.sleep(duration * (0.1 + 0.8 * (k + rng.random()) / 3))
         _kill(proc)
         assert before <= _entries_ok(cache), "a kill lost or damaged an entry written before"
