@@ -6,7 +6,8 @@ Formats read:
 - a hub id (``owner/name``), fetched through huggingface_hub (cache first);
 - the original release, ``edgetam.pt`` holding ``{"model": state_dict}``;
 - a checkpoint name registered through the ``edgetam_kit_checkpoints`` hook (the built-in
-  ``random:edgetam`` / ``random:tiny`` build random weights, labelled on the model: ``random_weights_of``).
+  ``random:edgetam`` / ``random:tiny`` build random weights, labelled on the model: ``random_weights_of``);
+- a LoRA adapter folder (``io.adapter``): its base source loaded as above, the adapter merged in.
 
 Loading is strict: missing, unexpected or mis-shaped tensors raise one ``ValueError``
 listing them. A checkpoint with video-model tensors (memory encoder, perceiver, memory
@@ -232,7 +233,8 @@ def load_model(
     backend: str | None = None,
     precision: str = "fp32",
 ) -> EdgeTam:
-    """Load EdgeTAM weights from an HF folder, hub id, ``edgetam.pt`` or checkpoint name.
+    """Load EdgeTAM weights from an HF folder, hub id, ``edgetam.pt``, checkpoint name or LoRA
+    adapter folder (its base, with the adapter merged before the runtime is built).
 
     config: only for the original ``.pt`` layout, which stores no config (default preset
     ``edgetam``); HF folders carry their own. backend / precision: the runtime (``ek.optimize``; None:
@@ -256,21 +258,7 @@ def load_model(
     if device.type not in ("cpu", "cuda", "mps", "xpu"):
         raise ValueError(f"device must be cpu, cuda[:N], mps or xpu (a device that computes), got {str(device)!r}")
 
-    given_config = config
-    kind, path, spec = resolve_source(source)
-    if kind == "missing":
-        raise FileNotFoundError(
-            f"source: {str(source)!r} is not an existing path, a registered checkpoint name or a hub id (owner/name); "
-            "pass an HF folder, an edgetam.pt file, a name from `edgetam info`, or a hub id"
-        )
-    if spec is not None and spec.build is not None:
-        model = _built(spec, config)
-    else:
-        if spec is not None:
-            path = _spec_path(spec)
-            if config is None and spec.config:
-                config = get_config(spec.config)
-        model = _read_model(path, config, given_config)
+    model, path = _plain_model(source, config)
     model.eval()
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
     from ..runtime.backends import optimize
@@ -278,6 +266,30 @@ def load_model(
 
     backend = adopt_export(model, path, backend) if path is not None else (backend or "eager")
     return optimize(model, backend=backend, precision=precision)
+
+
+def _plain_model(source: str | os.PathLike, config: EdgeTamConfig | None) -> tuple[EdgeTam, Path | None]:
+    """The plain model of ``source`` (CPU, as stored) and its local path (None for built ones and
+    LoRA adapter folders, which are their base with the adapter merged: ``io.adapter``)."""
+    given_config = config
+    kind, path, spec = resolve_source(source)
+    if kind == "missing":
+        raise FileNotFoundError(
+            f"source: {str(source)!r} is not an existing path, a registered checkpoint name or a hub id (owner/name); "
+            "pass an HF folder, an edgetam.pt file, a name from `edgetam info`, or a hub id"
+        )
+    if kind == "path" and not (path / "config.json").is_file():  # full weights win over an adapter beside them
+        from .adapter import is_adapter_folder, load_merged
+
+        if is_adapter_folder(path):
+            return load_merged(path, lambda base: _plain_model(base, given_config)[0]), None
+    if spec is not None and spec.build is not None:
+        return _built(spec, config), path
+    if spec is not None:
+        path = _spec_path(spec)
+        if config is None and spec.config:
+            config = get_config(spec.config)
+    return _read_model(path, config, given_config), path
 
 
 def _spec_path(spec: CheckpointSpec) -> Path:
