@@ -27,7 +27,7 @@ LAYERS = {
     "plugins": 2,  # hookspecs + manager; the built-ins module reaches up, loaded by name only
     "runtime": 3,
     "io": 4,
-    "engine": 5, "testing": 5,
+    "engine": 5, "testing": 5, "training": 5,
     "cli": 6, "napari": 6, "fiftyone": 6, "fiftyone_zoo": 6, "notebook": 6,
 }
 REACHES_UP = {"edgetam_kit.plugins.builtin"}  # loaded through the entry-point group, never imported

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "collect": ".engine.results", "TrackResult": ".engine.results", "AutoMasks": ".engine.results",
     "Predictions": ".engine.results",
     "describe": ".engine.reprs",
+    "finetune": ".training", "FinetuneResult": ".training", "FinetuneSettings": ".training",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -77,3 +78,4 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .engine.reprs import describe
     from .engine.results import AutoMasks, Predictions, TrackResult, collect
     from .engine.tables import regionprops_table, to_table
+    from .training import FinetuneResult, FinetuneSettings, finetune
