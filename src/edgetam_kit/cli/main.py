@@ -1,5 +1,5 @@
-"""The ``edgetam`` command line: ``info``, ``segment``, ``demo``, ``track``, ``auto``, ``embed``, ``bench``
-and ``plugins`` (one module per command beside this one).
+"""The ``edgetam`` command line: ``info``, ``segment``, ``demo``, ``track``, ``auto``, ``embed``, ``bench``,
+``export``, ``finetune`` and ``plugins`` (one module per command beside this one).
 
 Bad input (a malformed flag, a missing file, an unusable checkpoint) ends with one line
 ``edgetam: error: ...`` on stderr and exit code 2. Set ``EDGETAM_DEBUG=1`` to get the
@@ -17,6 +17,7 @@ from .bench import add_bench_parser
 from .common import PROG, sub
 from .demo import add_demo_parser
 from .export import add_export_parser
+from .finetune import add_finetune_parser
 from .info import add_info_parsers
 from .segment import add_segment_parser
 from .track import add_track_parser
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_auto_parsers(subs, sub, configs)
     add_bench_parser(subs, configs)
     add_export_parser(subs, configs)
+    add_finetune_parser(subs, configs)
     return parser
 
 

@@ -111,6 +111,7 @@ class _Run:
             for micro in range(s.accumulate):
                 parts = self._forward(step * s.accumulate + micro)
                 (parts.total / s.accumulate).backward()
+                parts.total = parts.total.detach()  # keep the number, not the graph
                 self.losses.append(parts)
         finally:
             self.model.mask_decoder.eval()
@@ -171,7 +172,8 @@ def _write_model(run: _Run, base_label: str, base: EdgeTam) -> None:
 def finetune(model_or_source: Any, data: Any, out: Any, train: str = "decoder", steps: int | None = None,
              epochs: int | None = None, *, mask_field: str | None = None, resume: bool = True,
              device: str | torch.device | None = None, progress: Any = None, cancel: Any = None,
-             log: Callable[[str], None] | None = None, **options: Any) -> FinetuneResult:
+             log: Callable[[str], None] | None = None, base_name: str | None = None,
+             **options: Any) -> FinetuneResult:
     """Fine-tune ``model_or_source`` (an EdgeTam or a checkpoint source) on ``data`` and write the
     best checkpoint to the folder ``out``. See ``FinetuneSettings`` for ``options`` (batch_size, lr,
     val_fraction, patience, seed, prompts, corrections, accumulate, precision, lora_rank, ...).
@@ -180,7 +182,8 @@ def finetune(model_or_source: Any, data: Any, out: Any, train: str = "decoder", 
     ``mask_field``: a Detections field whose detections have masks), ``CellImages``, or a pair
     (images, labels). resume: continue the run saved in ``out`` (same settings, base and data).
     progress / cancel: as everywhere (``ek.Cancelled`` is raised after the state is saved; the
-    best checkpoint so far stays in ``out``). log: called with one line per validation."""
+    best checkpoint so far stays in ``out``). log: called with one line per validation. base_name:
+    how the model card and a LoRA adapter name the base (default: the source string)."""
     try:
         settings = FinetuneSettings(train=train, steps=steps, epochs=epochs, **options)
     except TypeError as exc:
@@ -191,6 +194,7 @@ def finetune(model_or_source: Any, data: Any, out: Any, train: str = "decoder", 
     dataset = load_data(data, mask_field=mask_field, min_area=settings.min_area)
     train_set, val_set = split(dataset, settings.val_fraction, settings.seed)
     base, base_label = base_model(model_or_source, device)
+    base_label = base_name or base_label
     fingerprint = _fingerprint(settings, base, dataset.images)
     model = copy.deepcopy(base) if settings.train == "lora" and not settings.merge_lora else base
     names = select_trainable(model, settings)

@@ -74,5 +74,6 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, object_score: torch.T
     obj_loss = F.binary_cross_entropy_with_logits(object_score.float(), torch.ones_like(object_score.float()),
                                                   reduction="none")
     total = (per_mask[rows, best] + weights.iou * iou_loss + weights.object_score * obj_loss).mean()
-    return LossParts(total, float(focal[rows, best].mean()), float(dice[rows, best].mean()), float(iou_loss.mean()),
-                     float(obj_loss.mean()), float(actual[rows, best].mean()))
+    terms = [float(t.detach()) for t in (focal[rows, best].mean(), dice[rows, best].mean(), iou_loss.mean(),
+                                         obj_loss.mean(), actual[rows, best].mean())]
+    return LossParts(total, *terms)

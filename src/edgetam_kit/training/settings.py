@@ -12,8 +12,8 @@ from .prompts import PROMPT_KINDS
 
 TRAIN_MODES = ("decoder", "lora", "all")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEFAULT_LR = {"decoder": 1e-3, "lora": 1e-3, "all": 3e-4}
-DEFAULT_IMAGES_PER_STEP = {"decoder": 4, "lora": 2, "all": 2}
+DEFAULT_LR = {"decoder": 3e-4, "lora": 1e-3, "all": 3e-4}
+DEFAULT_IMAGES_PER_STEP = {"decoder": 8, "lora": 2, "all": 2}
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
