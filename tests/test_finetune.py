@@ -137,7 +137,7 @@ def test_lora_merged_and_adapter(cells, tmp_path) -> None:
 RUN = """
 import sys, edgetam_kit as ek
 from edgetam_kit.testing.cells import synthetic_cells
-ek.finetune("random:tiny", synthetic_cells(8, size=128, seed=3), sys.argv[1], train="all", steps=12,
+ek.finetune("random:tiny", synthetic_cells(8, size=128, seed=3), sys.argv[1], train="decoder", steps=12,
             checkpoint_every=2, val_fraction=0.25, eval_every=4, patience=None,
             progress=lambda done, total: print(f"step {done}", flush=True))
 """
@@ -154,7 +154,7 @@ def test_killed_run_resumes_to_the_weights_of_an_unbroken_run(tmp_path) -> None:
     kill(proc)
     saved = load_state(killed)
     assert saved is not None and 2 <= saved.step < 12, "the kill must land mid-run"
-    result = ek.finetune("random:tiny", synthetic_cells(8, size=128, seed=3), killed, train="all", steps=12,
+    result = ek.finetune("random:tiny", synthetic_cells(8, size=128, seed=3), killed, train="decoder", steps=12,
                          checkpoint_every=2, val_fraction=0.25, eval_every=4, patience=None)
     assert result.resumed_from == saved.step and result.steps_done == 12
     a, b = load_state(unbroken), load_state(killed)

@@ -66,7 +66,12 @@ class _Run:
         self.settings, self.out, self.fingerprint = settings, out, fingerprint
         self.device = model.device
         self.params = [p for n, p in model.named_parameters() if n in set(names)]
-        self.optimizer = torch.optim.AdamW(self.params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        encoder = [p for n, p in model.named_parameters() if n in set(names) and n.startswith("vision_encoder.")
+                   and settings.train == "all"]
+        rest = [p for p in self.params if all(p is not q for q in encoder)]
+        groups = [{"params": rest, "scale": 1.0}] + ([{"params": encoder, "scale": settings.encoder_lr_scale}]
+                                                     if encoder else [])
+        self.optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         self.features = FeatureSource(model, frozen=settings.train == "decoder", device=self.device)
         self.size = model.config.image_size
         self.low_res = 4 * model.config.embedding_size
@@ -104,7 +109,7 @@ class _Run:
     def step(self, step: int) -> None:
         s = self.settings
         for group in self.optimizer.param_groups:
-            group["lr"] = s.learning_rate * min(1.0, (step + 1) / max(1, s.warmup))
+            group["lr"] = group["scale"] * s.learning_rate * min(1.0, (step + 1) / max(1, s.warmup))
         self.optimizer.zero_grad(set_to_none=True)
         self.model.mask_decoder.train()  # token 0 for single-mask prompts (no stability switch)
         try:

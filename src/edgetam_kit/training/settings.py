@@ -27,7 +27,7 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
 class FinetuneSettings:
     """What ``ek.finetune`` does. train: "decoder" (mask decoder + prompt encoder on cached,
     frozen image embeddings), "lora" (low-rank adapters on the encoder's 1x1 convolutions and the
-    decoder's linear layers) or "all". One step = one optimizer update of ``batch_size`` objects
+    decoder's linear layers) or "all" (the image encoder at ``encoder_lr_scale`` x lr). One step = one optimizer update of ``batch_size`` objects
     (drawn from ``images_per_step`` images) times ``accumulate`` micro-batches. lr: constant after
     a 20-step warm-up. eval_every / checkpoint_every: steps (default: once per epoch, at most 50).
     patience: evaluations without a better validation IoU before stopping (None: never)."""
@@ -38,6 +38,7 @@ class FinetuneSettings:
     batch_size: int = 8
     images_per_step: int | None = None
     lr: float | None = None
+    encoder_lr_scale: float = 0.1
     weight_decay: float = 0.01
     warmup: int = 20
     val_fraction: float = 0.2
@@ -69,7 +70,7 @@ class FinetuneSettings:
             raise ValueError(f"warmup must be an int >= 0 (steps), got {self.warmup!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
-        for name in ("lr", "weight_decay", "lora_alpha"):
+        for name in ("lr", "weight_decay", "lora_alpha", "encoder_lr_scale"):
             value = getattr(self, name)
             if value is None and name == "lr":
                 continue

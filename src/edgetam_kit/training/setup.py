@@ -43,6 +43,8 @@ def base_model(model_or_source: Any, device: str | torch.device | None) -> tuple
                         f"or hub id), got {type(model_or_source).__name__}")
     if device is None:
         device = model.device
+    elif device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
