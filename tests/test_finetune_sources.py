@@ -76,15 +76,18 @@ def add_cells(fo, ds, cells, images_dir: Path, masks_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def cells_ds(fo, cells, root, tmp_path_factory):
     ds = fo.Dataset()
+    # fiftyone's exit handler (registered when it connected) queries the database; the session's
+    # mongod is stopped by then, so it would wait out pymongo's 30 s server selection (closing the
+    # client would too). Dropping fiftyone's client at exit (atexit runs later registrations first)
+    # makes that handler return at once.
+    import atexit
+
+    import fiftyone.core.odm.database as fodb
+
+    atexit.register(setattr, fodb, "_client", None)
     add_cells(fo, ds, cells, root / "images", tmp_path_factory.mktemp("fo-masks"))
     yield ds
     ds.delete()
-    # fiftyone's atexit cleanup queries the database; once the session's mongod is stopped that
-    # waits out pymongo's 30 s server selection. Without a client it returns at once (a later
-    # module reconnects on its first query).
-    import fiftyone.core.odm.database as fodb
-
-    fodb._disconnect()
 
 
 @pytest.fixture(scope="module")
