@@ -443,6 +443,7 @@ class Finetune(foo.Operator):
         return run_steps(steps, _progress(ctx, "steps"))
 
     def _stream(self, ctx, steps):
+        yield ctx.ops.set_progress(progress=0.0, label="preparing: reading the masks, first validation")
         while True:
             try:
                 done, total = next(steps)

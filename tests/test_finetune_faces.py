@@ -85,7 +85,7 @@ def test_train_on_my_annotations_loads_the_trained_model_and_cancel_keeps_the_wi
         assert widget.worker is not None and not widget.commit_button.isEnabled()
         wait_idle(qtbot, widget)
         status = widget.status.text()
-        assert "trained 'decoder': 3 steps" in status and "validation IoU" in status and "→" in status, status
+        assert "trained 'decoder' on 3 planes" in status and ": 3 steps" in status and "validation IoU" in status and "→" in status, status
 
         loaded = ek.load_model(out)  # the folder is a checkpoint
         assert widget.state.model is not old_model and widget.state.source == str(out)

@@ -165,6 +165,8 @@ def result_of(r: Any, entry: dict[str, Any]) -> dict[str, Any]:
     msg = (f"EdgeTAM fine-tuned ({r.train}, {r.steps_done} steps in {r.seconds:.0f} s): validation IoU "
            f"{iou(r.initial_iou)} → {iou(r.best_iou)}; checkpoint {entry['path']} (now offered by every EdgeTAM "
            "operator)")
+    if r.initial_iou is not None and r.best_iou is not None and r.best_iou <= r.initial_iou:
+        msg += "; it is not better than the checkpoint it started from: add masks or train longer"
     return {"message": msg, "path": entry["path"], "train": r.train, "steps_done": int(r.steps_done),
             "initial_iou": entry["initial_iou"], "best_iou": entry["best_iou"], "seconds": float(r.seconds),
             "stopped_early": bool(r.stopped_early)}

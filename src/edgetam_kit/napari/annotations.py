@@ -34,13 +34,11 @@ class Annotations:
     labels: list[np.ndarray] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)  # the names of the images added
 
     @property
     def n_objects(self) -> int:
         return sum(len(np.unique(lb)) - int((lb == 0).any()) for lb in self.labels)
-
-    def image_names(self) -> set[str]:
-        return {n.split("[", 1)[0] for n in self.names}
 
     def add(self, name: str, image: Any, labels: Any, rgb: bool) -> int:
         """Add the planes of one image (``image``: (..., H, W[, C]); ``labels``: (..., H, W)
@@ -51,6 +49,7 @@ class Annotations:
             self.left_out.append(f"{name} (labels {tuple(labels.shape)}, image {spatial})")
             return 0
         planes = sorted(planes_holding(labels != 0))
+        self.sources.add(name)
         for prefix in planes:
             self.images.append(np.array(image[prefix]))  # copies: the user may edit on meanwhile
             self.labels.append(np.array(labels[prefix], dtype=np.int64))
@@ -67,7 +66,7 @@ def add_project(found: Annotations, folder: str | Path, find_image: Callable[[st
     find_image(name) -> that image's array (..., H, W[, C]), or None when it is nowhere to be found."""
     from . import project as P
 
-    have = found.image_names()
+    have = set(found.sources)
     for name in P.saved_names(folder):
         if name in have:
             continue
@@ -174,16 +173,23 @@ def finetune_steps(source: Any, data: Any, out: Path, train: str, steps: int | N
         raise
 
 
-def summary(result: Any) -> str:
-    """One line on a finished run: before / after validation IoU, steps, where it is."""
+def summary(result: Any, total: int | None = None, data: str = "") -> str:
+    """One line on a finished run (``total``: the steps asked for; ``data``: what it trained on):
+    before / after validation IoU, steps, where it is, and a warning when the trained model is
+    not better than the one it started from."""
     def iou(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
+    worse = False
     if result.initial_iou is None:
         score = "no validation (one annotated plane: annotate more to measure)"
     else:
         score = (f"validation IoU {iou(result.initial_iou)} → {iou(result.best_iou)}"
                  + (f" (best at step {result.best_step})" if result.best_step else ""))
-    early = ", stopped early" if result.stopped_early else ""
-    return (f"trained '{result.train}': {result.steps_done} steps in {result.seconds:.0f} s{early}; {score}; "
-            f"model {result.path} loaded")
+        worse = result.best_iou is not None and result.best_iou <= result.initial_iou
+    done = f"{result.steps_done} of {total}" if total and total != result.steps_done else f"{result.steps_done}"
+    early = " (stopped early: no better validation IoU)" if result.stopped_early else ""
+    line = f"trained '{result.train}'{f' on {data}' if data else ''}: {done} steps in {result.seconds:.0f} s{early}; {score}; model {result.path} loaded"
+    if worse:
+        line += ". It is not better than the model it started from (still in the model list): annotate more or train longer"
+    return line

@@ -44,7 +44,7 @@ class FineTuning:
         self.steps_spin.setToolTip("optimizer steps (auto: 10 passes over the annotated planes); the best "
                                    "weights by validation IoU are kept")
         self.train_out_edit = QLineEdit()
-        self.train_out_edit.setPlaceholderText(f"output folder (default: <project>/{DEFAULT_OUT})")
+        self.train_out_edit.setPlaceholderText("output folder (default: in the project folder)")
         self.train_out_edit.setToolTip("where the trained model is written (a new or empty folder; a cancelled "
                                        "run's folder resumes that run)")
         self.train_out_browse = QPushButton("Folder…")
@@ -135,7 +135,7 @@ class FineTuning:
             self._say(f"training: {why}")
             return None
         train, steps = self.train_box.currentText(), int(self.steps_spin.value()) or None
-        self._train_run = {"out": out, "planes": len(data.labels), "objects": data.n_objects,
+        self._train_run = {"out": out, "steps": steps, "data": f"{len(data.labels)} planes ({data.n_objects} objects)",
                            "left_out": data.left_out, "message": None}
         self._task_image_layer = None  # nothing of an image's objects to save when it ends
         gen = A.finetune_steps(self.state.source, data.pair(), out, train, steps, self._fresh_cancel(),
@@ -161,7 +161,7 @@ class FineTuning:
         run, msg = self._train_run, self._train_run["message"]
         note = f" ({len(run['left_out'])} saved images left out: {'; '.join(run['left_out'])})" if run["left_out"] else ""
         if outcome == END_DONE and isinstance(msg, A.Finetuned):
-            self._say(A.summary(msg.result) + note)
+            self._say(A.summary(msg.result, run["steps"], run["data"]) + note)
         elif outcome == END_CANCELLED or isinstance(msg, A.FinetuneStopped):
             saved = (f"the best weights so far are in {run['out']} (Folder… loads them)"
                      if (Path(run["out"]) / "config.json").exists() else "no weights were written yet")
