@@ -121,3 +121,20 @@ def load_image(folder: str | os.PathLike, name: str, shape: tuple[int, ...] | No
         return None
     objects = {int(k): dict(v) for k, v in doc.get("objects", {}).items()}
     return SavedImage(labels, int(doc["next_id"]), prompts_from_json(doc.get("prompts", [])), objects)
+
+
+def saved_names(folder: str | os.PathLike) -> list[str]:
+    """The names of the images saved in ``folder`` (those with both files), in file order."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    names = []
+    for meta in sorted(root.glob("*.json")):
+        try:
+            doc = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        name = doc.get("image") if isinstance(doc, dict) else None
+        if isinstance(name, str) and all(p.exists() for p in paths(root, name)):
+            names.append(name)
+    return names

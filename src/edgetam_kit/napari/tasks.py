@@ -118,8 +118,10 @@ class LongTasks:
         self._cancel = threading.Event()
         return self._cancel
 
-    def _start(self, gen: Iterator[Any], desc: str, on_result: Callable[[Any], None]) -> Any:
-        """Run generator ``gen`` in a thread worker (see ``runner``); None when one is running."""
+    def _start(self, gen: Iterator[Any], desc: str, on_result: Callable[[Any], None],
+               ended: Callable[[str], None] | None = None) -> Any:
+        """Run generator ``gen`` in a thread worker (see ``runner``); None when one is running.
+        ended(outcome): called last when it ends (it may say more than the default message)."""
         if self.worker is not None:
             self._say("busy: wait for the running task or cancel it")
             return None
@@ -146,6 +148,8 @@ class LongTasks:
                 self._say(f"{desc}: done")
             if self.state.pending_click and self.state.model is not None and outcome == END_DONE:
                 self.segment()
+            if ended is not None:
+                ended(outcome)
 
         self._say(f"{desc}...")
         self.worker = start_task(gen, desc, on_result, on_end, cancel)

@@ -5,7 +5,8 @@ thread from a cached embedding), ``edits.LabelEditing`` (commit, clear, next obj
 ``tasks.LongTasks`` (model loading, propagation in napari thread workers, with progress in the
 activity dock and Cancel), ``automatic.AutomaticReview`` (segment everything, then review),
 ``series_panel.SeriesAnnotation`` (a folder of images one after another), ``model_picker``,
-``lifecycle`` and ``saving``. Results are written on the GUI thread only.
+``lifecycle``, ``saving`` and ``training`` (fine-tune the model on the annotations). Results are
+written on the GUI thread only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .series_panel import SeriesAnnotation
 from .settings import load_settings
 from .state import WidgetState
 from .tasks import LongTasks
+from .training import FineTuning
 from .work import DIRECTIONS, MODES, STACK_MODES, guess_mode, next_free_id
 
 NEW_OUTPUT = "new layer: edgetam objects"
@@ -48,9 +50,9 @@ def _role(role: str) -> property:
 
 
 class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, PromptHandling, LabelEditing,
-                    LongTasks, AutomaticReview, QWidget):
+                    LongTasks, AutomaticReview, FineTuning, QWidget):
     """Dock widget: model, image series, image layer, mode, prompts, Labels output, propagate,
-    automatic segmentation with review."""
+    automatic segmentation with review, fine-tuning on the annotations."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -154,6 +156,7 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, P
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self._build_auto_ui())
+        layout.addWidget(self._build_train_ui())
         layout.addWidget(self.polarity_label)
         layout.addWidget(help_text)
         layout.addWidget(self.status)
@@ -197,6 +200,7 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, P
         self.cancel_button.setEnabled(busy)
         self._review_enabled(ready)
         self._series_enabled()
+        self._training_enabled(busy)
 
     # ------------------------------------------------------------------ choices
     @property
