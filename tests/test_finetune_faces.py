@@ -7,7 +7,6 @@ Runs are a few steps of a tiny random-weight model on small synthetic cell image
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -154,9 +153,6 @@ def test_the_project_folder_adds_saved_images_found_in_the_series_folder(tmp_pat
 
 # ----------------------------------------------------------------------------- FiftyOne
 PLUGIN = h.PLUGIN_NAME
-# ek.finetune reads FiftyOne data with training/fiftyone_data.py, written on another branch: until
-# it is merged the run stops at that import (and only there)
-READER = importlib.util.find_spec("edgetam_kit.training.fiftyone_data") is not None
 
 
 @pytest.fixture
@@ -210,10 +206,6 @@ def test_fiftyone_finetune_operator_writes_registers_and_offers_the_checkpoint(c
                             self, progress=progress, label=label))
     out = tmp_path / "tuned"
     params = dict(checkpoint=checkpoint, mask_field="cells", train="decoder", steps=2, output_dir=str(out))
-    if not READER:
-        with pytest.raises(Exception, match="fiftyone_data"):
-            foo.execute_operator(f"{PLUGIN}/finetune", dataset=cells_ds, params=params)
-        pytest.xfail("edgetam_kit.training.fiftyone_data (ek.finetune's FiftyOne reader) is not merged yet")
     r = foo.execute_operator(f"{PLUGIN}/finetune", dataset=cells_ds, params=params)
     result = r.result
     assert result["path"] == str(out.resolve()) and result["steps_done"] == 2

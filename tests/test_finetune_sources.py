@@ -17,7 +17,7 @@ import fiftyone_helpers as h  # sets the FIFTYONE_* environment before fiftyone 
 from edgetam_kit.testing.cells import synthetic_cells
 from edgetam_kit.testing.cells_coco import write_coco
 from edgetam_kit.training.coco_data import read_coco
-from edgetam_kit.training.data import load_data
+from edgetam_kit.training.dataset import load_data
 from edgetam_kit.training.prompts import make_batch
 
 try:

@@ -23,12 +23,13 @@ def _cat(feats: list[ImageFeatures]) -> ImageFeatures:
 
 
 class FeatureSource:
-    """Features of records. ``frozen``: the encoder (with conv_s0/conv_s1 and the no-memory
-    embedding) is not trained, so each record is encoded once and kept (about 16 MB per image at
-    the real shape, 1 MB for the tiny preset)."""
+    """Features of records. ``frozen``: the encoder is not trained, so each record is encoded once
+    and kept: the projected features (about 16 MB per image at the real shape, 1 MB for the tiny
+    preset), or with ``raw`` the neck's output before conv_s0 / conv_s1 and the no-memory
+    embedding, which are then applied (and trained) at every step (about 84 MB / 5 MB)."""
 
-    def __init__(self, model: EdgeTam, frozen: bool, device: torch.device) -> None:
-        self.model, self.frozen, self.device = model, frozen, device
+    def __init__(self, model: EdgeTam, frozen: bool, device: torch.device, raw: bool = False) -> None:
+        self.model, self.frozen, self.device, self.raw = model, frozen, device, raw and frozen
         self.size = model.config.image_size
         self._cache: dict[int, ImageFeatures] = {}
 
@@ -43,13 +44,25 @@ class FeatureSource:
 
     def _get(self, record: TrainImage, grad: bool) -> ImageFeatures:
         key = id(record)
-        if self.frozen and key in self._cache:
-            return self._cache[key]
-        with torch.set_grad_enabled(grad and not self.frozen):
-            feats = self.model.encode_image(pixels_of(record, self.size, self.device))
+        if self.frozen and key not in self._cache:
+            with torch.no_grad():
+                px = pixels_of(record, self.size, self.device)
+                if self.raw:  # the trunk + neck output, before the projections being trained
+                    levels = self.model.vision_encoder(px)
+                    self._cache[key] = ImageFeatures(levels[-1], (levels[0], levels[1]))
+                else:
+                    self._cache[key] = self.model.encode_image(px)
         if self.frozen:
-            self._cache[key] = ImageFeatures(feats.embed.detach(), tuple(h.detach() for h in feats.high_res))
-        return feats
+            return self._project(self._cache[key], grad) if self.raw else self._cache[key]
+        with torch.set_grad_enabled(grad):
+            return self.model.encode_image(pixels_of(record, self.size, self.device))
+
+    def _project(self, raw: ImageFeatures, grad: bool) -> ImageFeatures:
+        """What ``encode_image`` adds after the neck: the no-memory embedding and conv_s0 / conv_s1."""
+        m = self.model
+        with torch.set_grad_enabled(grad):
+            return ImageFeatures(raw.embed + m.no_memory_embedding.reshape(1, -1, 1, 1),
+                                 (m.mask_decoder.conv_s0(raw.high_res[0]), m.mask_decoder.conv_s1(raw.high_res[1])))
 
     def features(self, records: list[TrainImage], grad: bool) -> ImageFeatures:
         """Features of ``records`` stacked in order: (B, C, E, E) and the two finer levels."""

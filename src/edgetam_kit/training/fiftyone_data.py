@@ -21,9 +21,9 @@ from .data import TrainImage, _read_array
 
 
 def _kind(field: Any) -> str:
-    from ..fiftyone.checks import field_kind
-
-    return field_kind(field)
+    """'Detections', 'Segmentation', ... of a FiftyOne field (its document type, else its class)."""
+    doc = getattr(field, "document_type", None)
+    return doc.__name__ if doc is not None else type(field).__name__
 
 
 def _masked_fields(view: Any) -> list[str]:

@@ -21,7 +21,8 @@ import torch
 from ..modeling.edgetam import EdgeTam
 from ..progress import Cancelled, check_progress_cancel, is_cancelled, report
 from .card import write_card
-from .data import TrainImage, load_data, split
+from .data import TrainImage
+from .dataset import load_data, split
 from .evaluate import EvalMetrics, evaluate
 from .features import FeatureSource
 from .losses import LossParts, sam_loss
@@ -72,11 +73,13 @@ class _Run:
         groups = [{"params": rest, "scale": 1.0}] + ([{"params": encoder, "scale": settings.encoder_lr_scale}]
                                                      if encoder else [])
         self.optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-        self.features = FeatureSource(model, frozen=settings.train == "decoder", device=self.device)
+        self.features = FeatureSource(model, frozen=settings.train == "decoder", device=self.device,
+                                      raw=settings.train_projections)
         self.size = model.config.image_size
         self.low_res = 4 * model.config.embedding_size
         self.state = RunState(0, fingerprint, {}, {})
         self.losses: list[LossParts] = []
+        self.total = settings.total_steps(len(train))
 
     # ---------------------------------------------------------------- one optimizer step
     def _forward(self, batch_step: int) -> LossParts:
@@ -106,10 +109,19 @@ class _Run:
         parts.total = total / (1 + s.corrections)
         return parts
 
+    def lr_factor(self, step: int) -> float:
+        """Warm-up, then constant or cosine down to 0.1 at ``total`` (a resumed run with another
+        number of steps follows the new schedule from where it is)."""
+        s = self.settings
+        warm = min(1.0, (step + 1) / max(1, s.warmup))
+        if s.schedule == "constant":
+            return warm
+        return warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, step / max(1, self.total)))))
+
     def step(self, step: int) -> None:
         s = self.settings
         for group in self.optimizer.param_groups:
-            group["lr"] = group["scale"] * s.learning_rate * min(1.0, (step + 1) / max(1, s.warmup))
+            group["lr"] = group["scale"] * s.learning_rate * self.lr_factor(step)
         self.optimizer.zero_grad(set_to_none=True)
         self.model.mask_decoder.train()  # token 0 for single-mask prompts (no stability switch)
         try:

@@ -11,7 +11,7 @@ from typing import Any
 from .prompts import PROMPT_KINDS
 
 TRAIN_MODES = ("decoder", "lora", "all")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_LR = {"decoder": 3e-4, "lora": 1e-3, "all": 3e-4}
 DEFAULT_IMAGES_PER_STEP = {"decoder": 8, "lora": 2, "all": 2}
 
@@ -27,9 +27,11 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
 class FinetuneSettings:
     """What ``ek.finetune`` does. train: "decoder" (mask decoder + prompt encoder on cached,
     frozen image embeddings), "lora" (low-rank adapters on the encoder's 1x1 convolutions and the
-    decoder's linear layers) or "all" (the image encoder at ``encoder_lr_scale`` x lr). One step = one optimizer update of ``batch_size`` objects
-    (drawn from ``images_per_step`` images) times ``accumulate`` micro-batches. lr: constant after
-    a 20-step warm-up. eval_every / checkpoint_every: steps (default: once per epoch, at most 50).
+    decoder's linear layers) or "all" (the image encoder at ``encoder_lr_scale`` x lr).
+    train_projections (decoder only): also train conv_s0 / conv_s1 and the no-memory embedding
+    (more capacity, 5x the cached bytes per image, and the image features change). One step = one optimizer update of ``batch_size`` objects
+    (drawn from ``images_per_step`` images) times ``accumulate`` micro-batches. lr: after a 20-step
+    warm-up, constant or (``schedule="cosine"``) decayed to 0.1 x lr at the last step. eval_every / checkpoint_every: steps (default: once per epoch, within 10-50).
     patience: evaluations without a better validation IoU before stopping (None: never)."""
 
     train: str = "decoder"
@@ -39,8 +41,10 @@ class FinetuneSettings:
     images_per_step: int | None = None
     lr: float | None = None
     encoder_lr_scale: float = 0.1
+    train_projections: bool = False
     weight_decay: float = 0.01
     warmup: int = 20
+    schedule: str = "cosine"
     val_fraction: float = 0.2
     eval_every: int | None = None
     checkpoint_every: int | None = None
@@ -85,6 +89,10 @@ class FinetuneSettings:
         if not prompts or bad:
             raise ValueError(f"prompts must be a non-empty subset of {PROMPT_KINDS}, got {self.prompts!r}")
         object.__setattr__(self, "prompts", prompts)
+        if not isinstance(self.train_projections, bool):
+            raise ValueError(f"train_projections must be True or False, got {self.train_projections!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -105,7 +113,7 @@ class FinetuneSettings:
 
     def eval_interval(self, n_train_images: int) -> int:
         per_epoch = -(-n_train_images // (self.images_each_step * self.accumulate))
-        return self.eval_every or max(1, min(50, per_epoch))
+        return self.eval_every or max(10, min(50, per_epoch))  # small sets: not every step (patience)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}

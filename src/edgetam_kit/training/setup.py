@@ -65,7 +65,8 @@ def select_trainable(model: EdgeTam, settings: FinetuneSettings) -> list[str]:
     for name, p in model.named_parameters():
         if not name.startswith(IMAGE_PATH) or name.startswith("prompt_encoder.shared_embedding"):
             continue
-        if settings.train == "decoder" and name.startswith(FEATURE_PARAMS):
+        if settings.train == "decoder" and name.startswith(FEATURE_PARAMS) and not (
+                settings.train_projections and not name.startswith("vision_encoder.")):
             continue
         p.requires_grad_(True)
         names.append(name)
