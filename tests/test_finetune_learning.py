@@ -18,7 +18,7 @@ TARGET = 0.8
 
 @pytest.fixture(scope="module")
 def cells():
-    return synthetic_cells(60, size=256, seed=1)
+    return synthetic_cells(150, size=256, seed=1)  # 120 to train on, 30 held out
 
 
 def _check(result: ek.FinetuneResult, what: str) -> None:
@@ -30,10 +30,12 @@ def _check(result: ek.FinetuneResult, what: str) -> None:
 
 
 def test_decoder_only_learns(cells, tmp_path) -> None:
-    """train="decoder" on cached embeddings, point prompts, 500 steps."""
+    """train="decoder" on cached embeddings, point prompts, 600 steps. The random base's high-res
+    projections (conv_s0 / conv_s1) are noise, so they are trained too (``train_projections``);
+    with them frozen the decoder stalls near 0.78 on this data."""
     model = ek.build_random_model("tiny", video=False)
-    result = ek.finetune(model, cells, tmp_path / "decoder", train="decoder", steps=500, eval_every=100,
-                         patience=None, prompts=("point",), corrections=0)
+    result = ek.finetune(model, cells, tmp_path / "decoder", train="decoder", steps=600, eval_every=100,
+                         patience=None, prompts=("point",), corrections=0, train_projections=True)
     _check(result, "decoder")
     pred = ek.ImagePredictor(ek.load_model(result.path))  # the saved checkpoint, not only the object in memory
     held_out = synthetic_cells(1, size=256, seed=99)
@@ -53,8 +55,8 @@ def test_decoder_only_learns(cells, tmp_path) -> None:
 
 
 def test_full_model_learns(cells, tmp_path) -> None:
-    """train="all" (the encoder at 0.1 x lr), point prompts, 400 steps of 2 images each."""
+    """train="all" (the encoder at 0.1 x lr), point prompts, 500 steps of 2 images each."""
     model = ek.build_random_model("tiny", video=False)
-    result = ek.finetune(model, cells, tmp_path / "all", train="all", steps=400, eval_every=100, patience=None,
+    result = ek.finetune(model, cells, tmp_path / "all", train="all", steps=500, eval_every=100, patience=None,
                          prompts=("point",), corrections=0)
     _check(result, "all")

@@ -233,7 +233,11 @@ def finetune(model_or_source: Any, data: Any, out: Any, train: str = "decoder", 
     say(f"fine-tuning '{settings.train}' on {len(train_set)} images ({len(val_set)} for validation, "
         f"{dataset.n_objects} objects) from {dataset.source}: {total} steps"
         + (f", resumed at step {resumed_from}" if resumed_from else ""))
-    run.features.warm(train_set + val_set)
+    def caching(done: int, n: int) -> None:  # encoding every image once can take minutes: cancel works there too
+        if is_cancelled(cancel):
+            raise Cancelled(f"fine-tuning cancelled while encoding the images ({done} of {n}); nothing was trained")
+
+    run.features.warm(train_set + val_set, progress=caching)
     started = time.perf_counter() - run.state.seconds
     if not run.state.history:
         metrics = run.evaluate()
