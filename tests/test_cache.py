@@ -15,6 +15,7 @@ import torch
 
 import edgetam_kit as ek
 from edgetam_kit.io.cache import EmbeddingCache, image_signature, signature_key
+from edgetam_kit.transforms import DEFAULT_PERCENTILES
 
 
 @pytest.fixture()
@@ -198,3 +199,104 @@ def test_cli_embed_then_auto_uses_the_cache(tiny_refs, image, tmp_path, capsys) 
     assert json.loads(out.read_text())["images"][1]["file_name"] == "b.png"
     assert main(["embed", str(tmp_path / "nope"), "--checkpoint", str(tiny_refs.hf_folder), "-o", str(cache)]) == 2
     assert "SOURCE" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- fp16 storage
+def _entry_bytes(path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def test_fp16_cache_halves_the_bytes_and_keeps_the_masks(model, image, tmp_path) -> None:
+    import zarr
+
+    c32, c16 = EmbeddingCache(tmp_path / "c32"), EmbeddingCache(tmp_path / "c16", precision="fp16")
+    ek.ImagePredictor(model, cache=c32).set_image(image)
+    ek.ImagePredictor(model, cache=c16).set_image(image)
+    sig = image_signature(image, model, DEFAULT_PERCENTILES, None, None)
+    ratio = _entry_bytes(c16.entry_path(sig)) / _entry_bytes(c32.entry_path(sig))
+    print(f"fp16/fp32 entry bytes: {ratio:.3f}")
+    assert ratio < 0.6
+    assert all(zarr.open_group(str(c16.entry_path(sig)), mode="r")[n].dtype == np.float16
+               for n in ("embed", "high_res_0", "high_res_1"))
+    encodes = model.encodes
+    again = EmbeddingCache(tmp_path / "c16", precision="fp16")
+    cached = ek.ImagePredictor(model, cache=again)
+    cached.set_image(image)
+    assert model.encodes == encodes and again.hits == 1, "the fp16 entry must be used without encoding"
+    assert cached.features.embed.dtype == torch.float32  # upcast to the dtype asked for
+    assert again.get(sig, dtype=torch.float64).embed.dtype == torch.float64
+    exact = ek.ImagePredictor(model)  # no cache
+    exact.set_image(image)
+    ious, logit_diff, score_diff = [], 0.0, 0.0
+    for pt in ([20, 15], [60, 40], [100, 70], [40, 80], [110, 10]):
+        a, b = exact.predict(points=[pt], labels=[1]), cached.predict(points=[pt], labels=[1])
+        ious += [_iou(a.masks[k], b.masks[k]) for k in range(len(a.masks))]
+        logit_diff = max(logit_diff, float(np.abs(a.logits - b.logits).max()))
+        score_diff = max(score_diff, float(np.abs(a.scores - b.scores).max()))
+    print(f"fp16 entry vs exact: IoU min {min(ious):.5f}, max |logit diff| {logit_diff:.3g}, "
+          f"max |pred-IoU diff| {score_diff:.3g}")
+    assert min(ious) >= 0.99
+    assert logit_diff < 5e-3 and score_diff < 1e-3
+
+
+def test_fp32_and_fp16_caches_in_one_folder_do_not_share_entries(model, image, tmp_path) -> None:
+    c32, c16 = EmbeddingCache(tmp_path), EmbeddingCache(tmp_path, precision="fp16")
+    ek.ImagePredictor(model, cache=c32).set_image(image)
+    ek.ImagePredictor(model, cache=c16).set_image(image)
+    assert (c32.misses, c32.hits, c16.misses, c16.hits) == (1, 0, 1, 0) and model.encodes == 2
+    assert len(c32) == 2
+    sig = image_signature(image, model, DEFAULT_PERCENTILES, None, None)
+    assert c32.entry_path(sig) != c16.entry_path(sig) and c32.entry_path(sig).name == signature_key(sig)
+    assert c16.stored_signature(sig)["cache_precision"] == "fp16" and "cache_precision" not in sig
+    ek.ImagePredictor(model, cache=c32).set_image(image)
+    ek.ImagePredictor(model, cache=c16).set_image(image)
+    assert (c32.hits, c16.hits) == (1, 1) and model.encodes == 2
+
+
+def test_fp16_clips_out_of_range_values(tmp_path) -> None:
+    from edgetam_kit.modeling import ImageFeatures
+
+    embed = torch.zeros(1, 4, 2, 2)
+    embed[0, 0, 0, 0], embed[0, 1, 0, 0] = 1e6, -1e9
+    feats = ImageFeatures(embed, (torch.ones(1, 1, 8, 8), torch.ones(1, 2, 4, 4)))
+    cache = EmbeddingCache(tmp_path, precision="fp16")
+    sig = {"test": "clip"}
+    cache.put(sig, feats)
+    back = cache.get(sig)
+    assert back is not None and torch.isfinite(back.embed).all()
+    assert back.embed[0, 0, 0, 0] == 65504 and back.embed[0, 1, 0, 0] == -65504
+
+
+def test_bad_precision_and_repr(tmp_path) -> None:
+    for bad in ("bf16", "float16", None):
+        with pytest.raises(ValueError, match="precision"):
+            EmbeddingCache(tmp_path, precision=bad)
+    assert "precision='fp16'" in repr(EmbeddingCache(tmp_path, precision="fp16"))
+    assert "precision='fp32'" in repr(EmbeddingCache(tmp_path))
+    assert ek.describe(EmbeddingCache(tmp_path, precision="fp16")).fields["precision"] == "fp16"
+
+
+def test_cli_cache_precision_is_passed(image, tmp_path, capsys) -> None:
+    import skimage.io
+
+    from edgetam_kit.cli import main
+
+    png = tmp_path / "a.png"
+    skimage.io.imsave(png, image, check_contrast=False)
+    cache = tmp_path / "cache"
+    base = ["embed", str(png), "--checkpoint", "random:tiny", "-o", str(cache), "--quiet"]
+    assert main(base + ["--cache-precision", "fp16"]) == 0
+    assert "1 embedded, 0 already" in capsys.readouterr().out
+    assert main(base) == 0  # fp32 (the default) does not see the fp16 entry
+    assert "1 embedded, 0 already" in capsys.readouterr().out
+    assert main(["auto", str(png), "--checkpoint", "random:tiny", "-o", str(tmp_path / "m.json"), "--cache", str(cache),
+                 "--cache-precision", "fp16", "--points-per-side", "2", "--pred-iou-thresh", "0",
+                 "--stability-score-thresh", "0", "--quiet"]) == 0
+    assert "cache 1 hit(s), 0 miss(es)" in capsys.readouterr().out
+    assert main(base + ["--cache-precision", "fp8"]) == 2
+    assert "--cache-precision" in capsys.readouterr().err

@@ -63,14 +63,20 @@ def _add_model_args(p: argparse.ArgumentParser, configs: list[str]) -> None:
 
 
 def _cache(args: argparse.Namespace) -> Any:
-    """--cache DIR [--cache-readonly] as an EmbeddingCache (or None)."""
+    """--cache DIR [--cache-readonly] [--cache-precision P] as an EmbeddingCache (or None)."""
     from ..io.cache import EmbeddingCache
 
     if args.cache is None:
         if args.cache_readonly:
             raise ValueError("--cache-readonly needs --cache DIR")
         return None
-    return EmbeddingCache(args.cache, readonly=args.cache_readonly)
+    return EmbeddingCache(args.cache, readonly=args.cache_readonly, precision=args.cache_precision)
+
+
+def _add_cache_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-precision", choices=("fp32", "fp16"), default="fp32",
+                   help="how cache entries are stored: fp32 (exact, default) or fp16 (about half the disk, features "
+                        "rounded to float16; see docs/automask.md); entries of one are misses for the other")
 
 
 # ----------------------------------------------------------------------------- auto
@@ -168,7 +174,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """``edgetam embed``: encode every frame of SOURCE into the cache folder -o."""
     from .. import EmbeddingCache, ImagePredictor
 
-    cache = EmbeddingCache(args.output)
+    cache = EmbeddingCache(args.output, precision=args.cache_precision)
     n, frames = frames_of(args.source)
     model = load_checkpoint(args.checkpoint, choose_device(args.device), args.config, args)
     pred = ImagePredictor(model, cache=cache, **_tiling(args))
@@ -199,6 +205,7 @@ def add_auto_parsers(subs: argparse._SubParsersAction, sub: Any, configs: list[s
     p.add_argument("--cache", metavar="DIR", help="embedding cache folder (see `edgetam embed`)")
     p.add_argument("--cache-readonly", action="store_true",
                    help="only read the cache (a shared folder prepared elsewhere); never write to it")
+    _add_cache_precision(p)
     g = p.add_argument_group("generator settings (defaults: the original SAM 2 generator's)")
     g.add_argument("--points-per-side", type=int, default=32, metavar="N")
     g.add_argument("--points-per-batch", type=int, default=64, metavar="N")
@@ -217,6 +224,7 @@ def add_auto_parsers(subs: argparse._SubParsersAction, sub: Any, configs: list[s
             "edgetam embed stack.tif --checkpoint edgetam --device cuda -o ./embeddings")
     p.add_argument("source", metavar="SOURCE", help="image, folder of images, TIFF stack or video file")
     p.add_argument("-o", "--output", required=True, metavar="CACHE", help="cache folder (created if missing)")
+    _add_cache_precision(p)
     _add_model_args(p, configs)
     add_runtime_args(p)
     p.set_defaults(func=cmd_embed)

@@ -171,10 +171,12 @@ def describe_model(model: Any) -> Description:
 
 
 def describe_cache(cache: Any) -> Description:
-    """Entries, size on disk (bytes, every file under the folder), path, read-only, hits/misses."""
+    """Entries, size on disk (bytes, every file under the folder), path, storage precision,
+    read-only, hits/misses."""
     size = sum(p.stat().st_size for p in cache.path.rglob("*") if p.is_file()) if cache.path.is_dir() else 0
     return Description("EmbeddingCache", {"path": str(cache.path), "entries": len(cache), "size on disk (bytes)": size,
-                                          "size on disk": _human(size), "readonly": cache.readonly,
+                                          "size on disk": _human(size),
+                                          "precision": getattr(cache, "precision", "fp32"), "readonly": cache.readonly,
                                           "hits": cache.hits, "misses": cache.misses})
 
 

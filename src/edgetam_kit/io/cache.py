@@ -17,6 +17,12 @@ and is re-encoded and replaced). Writes are atomic: an entry is written under a 
 leaves only a temporary folder, which readers never look at and the next write removes (its
 writer's pid is in its name).
 
+Storage precision: ``EmbeddingCache(path, precision="fp16")`` stores the arrays as float16 (half
+the bytes; values beyond float16's range, |x| > 65504, are clipped to +-65504, never stored as
+inf) and upcasts them on ``get``. The precision is part of the entry's stored signature (and so of
+its key): an fp16 entry is never served to an fp32 cache, nor the reverse. The default, "fp32",
+is exact and keeps the keys of caches written before the option existed.
+
     cache = ek.EmbeddingCache("~/edgetam-cache")
     pred = ek.ImagePredictor(model, cache=cache)
     pred.set_image(img)      # encodes and stores; the next set_image(img) loads instead
@@ -46,6 +52,7 @@ from .atomic import _alive, clean_leftovers, commit, temp_path
 CACHE_FORMAT = 1
 MARKER = "edgetam-cache.json"
 ARRAYS = ("embed", "high_res_0", "high_res_1")
+PRECISIONS = {"fp32": np.float32, "fp16": np.float16}  # storage precision -> the arrays' dtype on disk
 STALE_TMP_SECONDS = 3600.0  # temporary folders older than this are removed by later writes
 _TMP = re.compile(r"^\.tmp-[0-9a-f]{16}-(?P<pid>\d+)-[0-9a-f]{8}$")  # an entry being written by process pid
 
@@ -107,13 +114,19 @@ class EmbeddingCache:
     """A folder of embeddings keyed by signature (see the module docstring).
 
     readonly: never write (a cache prepared elsewhere, e.g. on a shared drive).
+    precision: how the arrays are stored: "fp32" (default, exact) or "fp16" (half the bytes;
+    |values| > 65504 are clipped to +-65504; ``get`` upcasts to the dtype asked for). Entries of
+    one precision are misses for a cache of the other, even in the same folder.
     """
 
-    def __init__(self, path: str | os.PathLike, readonly: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, readonly: bool = False, precision: str = "fp32") -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"cache must be a folder path (str or Path) or an EmbeddingCache, got {type(path).__name__}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
         self.path = Path(path).expanduser()
         self.readonly = readonly
+        self.precision = precision
         self.hits = 0
         self.misses = 0
         if self.path.exists() and not self.path.is_dir():
@@ -134,10 +147,19 @@ class EmbeddingCache:
                               "folder)", stacklevel=2)
 
     def __repr__(self) -> str:
-        return f"EmbeddingCache({str(self.path)!r}, entries={len(self)})"
+        return f"EmbeddingCache({str(self.path)!r}, precision={self.precision!r}, entries={len(self)})"
+
+    def stored_signature(self, signature: dict[str, Any]) -> dict[str, Any]:
+        """The signature an entry is keyed and stored under: the caller's, plus the storage
+        precision when it is not fp32 (fp32 keys stay those of caches older than the option)."""
+        sig = json.loads(json.dumps(signature))
+        if self.precision != "fp32":
+            sig["cache_precision"] = self.precision
+        return sig
 
     def entry_path(self, signature: dict[str, Any]) -> Path:
-        return self.path / signature_key(signature)
+        """The entry folder for the caller's ``signature`` under this cache's precision."""
+        return self.path / signature_key(self.stored_signature(signature))
 
     def __len__(self) -> int:
         return len(self.keys())
@@ -160,17 +182,20 @@ class EmbeddingCache:
         try:
             group = zarr.open_group(str(where), mode="r")
             attrs = dict(group.attrs)
-            if attrs.get("complete") is not True or attrs.get("signature") != json.loads(json.dumps(signature)):
+            if attrs.get("complete") is not True or attrs.get("signature") != self.stored_signature(signature):
                 return None
             shapes = [group[name].shape for name in ARRAYS]
+            dtypes = {np.dtype(group[name].dtype) for name in ARRAYS}
         except Exception:  # unreadable or foreign: never used
             return None
         if len({s[0] for s in shapes}) != 1 or any(len(s) != 4 for s in shapes):
             return None
+        if dtypes != {np.dtype(PRECISIONS[self.precision])}:
+            return None
         return group
 
     def _load(self, signature: dict[str, Any]) -> list[np.ndarray] | None:
-        """The entry's arrays (float32, see ARRAYS) if it is complete and every array matches the
+        """The entry's arrays (as stored: float32 or float16, see ARRAYS) if it is complete and every array matches the
         checksum stored with it; None for a missing, foreign or damaged entry (a lost chunk reads as
         zeros in zarr: only the checksum tells)."""
         group = None if self._foreign else self._open(signature)
@@ -187,8 +212,9 @@ class EmbeddingCache:
 
     def get(self, signature: dict[str, Any], device: torch.device | str = "cpu",
             dtype: torch.dtype = torch.float32) -> ImageFeatures | None:
-        """The stored features for ``signature``, or None (a miss: absent, foreign or damaged;
-        a damaged entry is replaced by the next ``put``)."""
+        """The stored features for ``signature`` on ``device`` in ``dtype`` (fp16 entries are
+        upcast), or None (a miss: absent, foreign, of the other precision or damaged; a damaged
+        entry is replaced by the next ``put``)."""
         arrays = self._load(signature)
         if arrays is None:
             self.misses += 1
@@ -198,7 +224,8 @@ class EmbeddingCache:
         return ImageFeatures(t[0], (t[1], t[2]))
 
     def put(self, signature: dict[str, Any], features: ImageFeatures) -> Path | None:
-        """Store ``features`` under ``signature`` (atomically); returns the entry's folder, or None
+        """Store ``features`` under ``signature`` (atomically; as float16, clipped to +-65504, for
+        an fp16 cache); returns the entry's folder, or None
         when nothing is written. A folder that cannot be written (a shared, read-only cache; a full
         disk) is reported once with a warning and used read-only from then on: the features just
         encoded are never lost to a failed cache write."""
@@ -231,11 +258,11 @@ class EmbeddingCache:
             tensors = (features.embed, features.high_res[0], features.high_res[1])
             sums = {}
             for name, t in zip(ARRAYS, tensors):
-                data = np.ascontiguousarray(t.detach().float().cpu().numpy())
+                data = np.ascontiguousarray(_as_stored(t.detach().float().cpu().numpy(), self.precision))
                 arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=(1, *data.shape[1:]))
                 arr[...] = data
                 sums[name] = _checksum(data)
-            group.attrs["signature"] = json.loads(json.dumps(signature))
+            group.attrs["signature"] = self.stored_signature(signature)
             group.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             group.attrs["checksums"] = sums
             group.attrs["complete"] = True  # written last: an entry without it is never read
@@ -269,6 +296,14 @@ class EmbeddingCache:
                     shutil.rmtree(p, ignore_errors=True)
             except OSError:
                 pass
+
+
+def _as_stored(data: np.ndarray, precision: str) -> np.ndarray:
+    """float32 features -> the storage dtype; fp16 clips to float16's finite range (never inf)."""
+    if precision == "fp32":
+        return data
+    big = float(np.finfo(np.float16).max)
+    return np.clip(data, -big, big).astype(np.float16)
 
 
 def _checksum(arr: np.ndarray) -> str:
