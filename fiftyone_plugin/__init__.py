@@ -22,11 +22,13 @@ import time
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from ._app import _checkpoint_input, _from_app, _mark_error, _progress, _result, _stream_result, _target_view
+from .finetune_operator import Finetune
+
 _DESCRIPTIONS = {
     "segment_with_prompts": "Instance masks from the boxes or keypoints of a prompt field",
     "auto_segment": "Masks for everything in each image (automatic mask generator)",
     "track_objects": "Track objects prompted on any video frames through every frame, both directions",
-    "finetune": "Fine-tune EdgeTAM on the instance masks of a Detections field",
 }
 
 
@@ -199,60 +201,6 @@ _SUMMARY_FIELDS = (("processed", "Samples labelled"), ("skipped", "Skipped (alre
                    ("seconds", "Time (s)"), ("per_second", "Samples per second"))
 
 
-def _result(op, summary, p):
-    """The run's result dict: the summary's numbers, a one-line message, and a hint when automatic
-    masks found nothing."""
-    d = summary.to_dict()
-    what = "videos" if op.VIDEO else "images"
-    msg = (f"{op.LABEL}: {summary.processed} {what} labelled, {summary.skipped} skipped, {summary.masks} masks "
-           f"in {summary.seconds:.1f} s ({summary.per_second:.2f} {what}/s)")
-    if p.num_shards > 1:
-        msg += f", shard {summary.shard + 1}/{summary.num_shards}"
-    d["message"] = msg
-    if op.NAME == "auto_segment" and summary.processed and not summary.masks:
-        d["hint"] = (f"No masks passed the thresholds (pred_iou_thresh={p.auto['pred_iou_thresh']}, "
-                     f"stability_score_thresh={p.auto['stability_score_thresh']}, min_mask_region_area="
-                     f"{p.auto['min_mask_region_area']}): lower them, or raise points_per_side")
-    return d
-
-
-def _stream_result(ctx, op, result):
-    yield ctx.ops.notify(result["message"] + (" - " + result["hint"] if result.get("hint") else ""),
-                         variant="warning" if result.get("hint") else "success")
-    outputs = op.resolve_output(_WithResults(ctx, result))
-    yield ctx.ops.show_output(outputs.to_json(), result)
-
-
-class _WithResults:
-    """The context as ``resolve_output`` sees it after a run (``ctx.results`` set)."""
-
-    def __init__(self, ctx, results):
-        self._ctx, self.results = ctx, results
-
-    def __getattr__(self, name):
-        return getattr(self._ctx, name)
-
-
-def _from_app(ctx):
-    """Whether the request came from the App (its requests carry ``operator_uri``), where generator
-    operators stream their messages; headless ``execute_operator`` exhausts generators and keeps
-    no result, so it gets the plain result dict."""
-    return "operator_uri" in ctx.request_params
-
-
-def _mark_error(inputs, message):
-    """Mark the parameter the message names (its first word) and show the message on top; either
-    blocks execution (FiftyOne validates the resolved inputs before running)."""
-    name = message.split(" ", 1)[0].rstrip(":")
-    prop = inputs.properties.get(name)
-    if prop is not None:
-        prop.invalid = True
-        prop.error_message = message
-    banner = inputs.view("error", types.Error(label="Cannot run", description=message))
-    banner.invalid = True
-    banner.error_message = message
-
-
 def _default_label_field(name):
     from edgetam_kit.fiftyone.params import DEFAULT_LABEL_FIELD
 
@@ -284,27 +232,6 @@ def _parse(ctx, name):
     view = _target_view(ctx, p.target)
     check_target_media(view, name, name == "track_objects")
     return p, view
-
-
-def _target_view(ctx, target):
-    if target == "SELECTED_SAMPLES":
-        return ctx.view.select(ctx.selected)
-    if target == "CURRENT_VIEW":
-        return ctx.view
-    return ctx.dataset
-
-
-def _progress(ctx, what, every_s=1.0):
-    """A progress(done, total) callback that tells the context at most once per ``every_s``."""
-    last = [float("-inf")]
-
-    def report(done, total):
-        now = time.monotonic()
-        if done == total or now - last[0] >= every_s:
-            last[0] = now
-            ctx.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")
-
-    return report
 
 
 def _image_steps(view, p, **model_options):
@@ -350,108 +277,6 @@ class TrackObjects(_EdgeTamOperator):
                                   prompt_field=p.prompt_field)
         return iter_label_videos(view, model, p.label_field, prompt_field=p.prompt_field, output_dir=p.output_dir,
                                  skip_existing=p.skip_existing, shard=p.shard or 0, num_shards=p.num_shards)
-
-
-def _checkpoint_input(inputs, ctx):
-    """The checkpoint box: a named one, the dataset's fine-tuned folders, or any path / hub id."""
-    from edgetam_kit.fiftyone.registry import checkpoint_choices
-
-    choices = types.AutocompleteView()
-    for value, label in checkpoint_choices(ctx.dataset):
-        choices.add_choice(value, label=label)
-    inputs.str("checkpoint", label="Checkpoint", default="edgetam", view=choices,
-               description="A registered name (edgetam), a folder fine-tuned on this dataset, a local HF folder / "
-                           "edgetam.pt path, or a hub id")
-
-
-class Finetune(foo.Operator):
-    """Fine-tune a checkpoint on a Detections-with-masks field (``edgetam_kit.fiftyone.finetune``)."""
-
-    NAME = "finetune"
-    LABEL = "EdgeTAM: fine-tune on my masks"
-
-    @property
-    def config(self):
-        return foo.OperatorConfig(name=self.NAME, label=self.LABEL, description=_DESCRIPTIONS[self.NAME],
-                                  dynamic=True, execute_as_generator=True, allow_immediate_execution=True,
-                                  allow_delegated_execution=True, view_target=False)
-
-    def resolve_placement(self, ctx):
-        if ctx.dataset is None or ctx.dataset.media_type != "image":
-            return None
-        return types.Placement(types.Places.SAMPLES_GRID_SECONDARY_ACTIONS, types.Button(label=self.LABEL, prompt=True))
-
-    def resolve_delegation(self, ctx):
-        return True if ctx.params.get("delegate", False) else None
-
-    def resolve_input(self, ctx):
-        from edgetam_kit.fiftyone.finetune import TRAIN_MODES, mask_fields, parse_finetune_params, suggest_output_dir
-
-        inputs = types.Object()
-        _checkpoint_input(inputs, ctx)
-        targets = types.RadioGroup()
-        for value, label, shown in (("DATASET", "Entire dataset", True), ("CURRENT_VIEW", "Current view",
-                                    ctx.has_custom_view), ("SELECTED_SAMPLES", "Selected samples", bool(ctx.selected))):
-            if shown:
-                targets.add_choice(value, label=label)
-        inputs.str("target", label="Target", view=targets, default="SELECTED_SAMPLES" if ctx.selected else
-                   ("CURRENT_VIEW" if ctx.has_custom_view else "DATASET"))
-        fields = types.Dropdown()
-        for name in mask_fields(ctx.dataset):
-            fields.add_choice(name, label=name)
-        inputs.str("mask_field", label="Mask field", required=True, view=fields,
-                   description="Detections whose masks are the ground truth to learn from")
-        modes = types.RadioGroup()
-        for mode in TRAIN_MODES:
-            modes.add_choice(mode, label=mode)
-        inputs.str("train", label="Train", default="decoder", view=modes,
-                   description="decoder (fast), lora (adapters in the encoder too) or all")
-        inputs.int("steps", label="Steps", default=200, min=1, description="Optimizer steps (empty: 10 epochs)")
-        inputs.str("output_dir", label="Output folder", default=suggest_output_dir(ctx.dataset) if ctx.dataset else None,
-                   description="Where the checkpoint is written (new or empty; a cancelled run's folder resumes it)")
-        inputs.str("device", label="Device", default="auto", description="auto, cpu, cuda, cuda:N or mps")
-        inputs.bool("delegate", label="Delegate", default=False,
-                    description="Queue for `fiftyone delegated launch` workers instead of running now")
-        try:
-            parse_finetune_params(dict(ctx.params), ctx.dataset, bool(ctx.selected), ctx.has_custom_view)
-        except ValueError as e:
-            _mark_error(inputs, str(e))
-        return types.Property(inputs, view=types.View(label=self.LABEL))
-
-    def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("message", label="Summary")
-        outputs.str("path", label="Checkpoint folder")
-        outputs.float("initial_iou", label="Validation IoU before")
-        outputs.float("best_iou", label="Validation IoU after")
-        outputs.int("steps_done", label="Steps")
-        outputs.float("seconds", label="Time (s)")
-        return types.Property(outputs, view=types.View(label=f"{self.LABEL}: done"))
-
-    def execute(self, ctx):
-        """Validates, then trains: streamed to the App with progress, or to the end with
-        ``ctx.set_progress`` (delegated runs, headless ``execute_operator``)."""
-        from edgetam_kit.fiftyone.checks import resolve_device
-        from edgetam_kit.fiftyone.finetune import iter_finetune, parse_finetune_params
-        from edgetam_kit.fiftyone.runner import run_steps
-
-        p = parse_finetune_params(dict(ctx.params), ctx.dataset, bool(ctx.selected), ctx.has_custom_view)
-        p.device = resolve_device(p.device)
-        steps = iter_finetune(_target_view(ctx, p.target), p)
-        if _from_app(ctx) and not ctx.delegated:
-            return self._stream(ctx, steps)
-        return run_steps(steps, _progress(ctx, "steps"))
-
-    def _stream(self, ctx, steps):
-        yield ctx.ops.set_progress(progress=0.0, label="preparing: reading the masks, first validation")
-        while True:
-            try:
-                done, total = next(steps)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=f"step {done}/{total}")
-        yield from _stream_result(ctx, self, result)
 
 
 def register(p):
