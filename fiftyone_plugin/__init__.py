@@ -17,12 +17,11 @@ shard) and ``shard`` (the shard one run processes); ``delegate`` forces delegate
 
 from __future__ import annotations
 
-import time
-
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._app import _checkpoint_input, _from_app, _mark_error, _progress, _result, _stream_result, _target_view
+from ._app import (_checkpoint_input, _from_app, _mark_error, _progress, _result, _stream_progress, _stream_result,
+                   _target_view)
 from .finetune_operator import Finetune
 
 _DESCRIPTIONS = {
@@ -176,18 +175,7 @@ class _EdgeTamOperator(foo.Operator):
 
     def _stream(self, ctx, steps, p):
         """The run as a generator of App messages: progress bar, then reload, notification, summary."""
-        what = "videos" if self.VIDEO else "images"
-        last = float("-inf")
-        while True:
-            try:
-                done, total = next(steps)
-            except StopIteration as stop:
-                summary = stop.value
-                break
-            now = time.monotonic()
-            if done == total or now - last >= 0.5:
-                last = now
-                yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")
+        summary = yield from _stream_progress(ctx, steps, "videos" if self.VIDEO else "images")
         result = _result(self, summary, p)
         yield ctx.ops.reload_dataset()
         yield from _stream_result(ctx, self, result)

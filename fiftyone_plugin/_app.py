@@ -93,3 +93,18 @@ def _checkpoint_input(inputs, ctx):
     inputs.str("checkpoint", label="Checkpoint", default="edgetam", view=choices,
                description="A registered name (edgetam), a folder fine-tuned on this dataset, a local HF folder / "
                            "edgetam.pt path, or a hub id")
+
+
+def _stream_progress(ctx, steps, what, every_s=0.5):
+    """Drain a generator of (done, total) as App progress messages, at most one per ``every_s``
+    (and the last); returns the generator's return value (use with ``yield from``)."""
+    last = float("-inf")
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        now = time.monotonic()
+        if done == total or now - last >= every_s:
+            last = now
+            yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")

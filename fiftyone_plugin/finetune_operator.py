@@ -6,7 +6,8 @@ from __future__ import annotations
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._app import _checkpoint_input, _from_app, _mark_error, _progress, _stream_result, _target_view
+from ._app import (_checkpoint_input, _from_app, _mark_error, _progress, _stream_progress, _stream_result,
+                   _target_view)
 
 DESCRIPTION = "Fine-tune EdgeTAM on the instance masks of a Detections field"
 
@@ -91,11 +92,5 @@ class Finetune(foo.Operator):
 
     def _stream(self, ctx, steps):
         yield ctx.ops.set_progress(progress=0.0, label="preparing: reading the masks, first validation")
-        while True:
-            try:
-                done, total = next(steps)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=f"step {done}/{total}")
+        result = yield from _stream_progress(ctx, steps, "steps")
         yield from _stream_result(ctx, self, result)

@@ -275,3 +275,26 @@ def video_ds(fo, video_file):
     ds = make_video_dataset(fo, video_file)
     yield ds
     ds.delete()
+
+
+def app_request(ds, operator, params, **extra):
+    """What the App sends to /operators/execute/generator (it carries ``operator_uri``)."""
+    return {"operator_uri": f"{PLUGIN_NAME}/{operator}", "dataset_name": ds.name, "view": [], "params": params,
+            "selected": [], **extra}
+
+
+def run_as_app(ds, operator, params):
+    """Execute like the App's generator endpoint: returns the streamed messages' (operator, params)."""
+    import asyncio
+    import json
+
+    from fiftyone.operators.executor import execute_or_delegate_operator
+
+    async def go():
+        result = await execute_or_delegate_operator(f"{PLUGIN_NAME}/{operator}", app_request(ds, operator, params))
+        assert result.error is None, result.error
+        assert result.is_generator
+        lines = [json.loads(m.to_json_line()) for m in result.result]  # what the App receives
+        return [(d["body"]["operator_uri"], d["body"]["params"]) for d in lines]
+
+    return asyncio.run(go())

