@@ -279,3 +279,37 @@ def test_bench_table_and_cli_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("EDGETAM_BENCHMARKS_DIR", str(tmp_path / "nowhere"))
     assert main(["bench", "--quick"]) == 2
     assert "benchmarks/ folder" in capsys.readouterr().err
+
+
+def test_a_model_used_and_dropped_is_freed(tiny_folder: Path, images: dict[str, np.ndarray]) -> None:
+    """Loading, clicking, tracking and re-optimizing a model, then dropping it, frees it: no
+    table of runtimes keeps models alive (a model switched in napari, a worker loading
+    checkpoints in turn). Copies and pickles start without the original's runtime."""
+    import copy
+    import gc
+    import io
+    import pickle
+    import weakref
+
+    model = ek.load_model(tiny_folder)
+    pred = ek.ImagePredictor(model)
+    pred.set_image(images["astronaut"])
+    pred.predict(points=[[100, 120]], labels=[1])
+    ek.optimize(model, "eager", "bf16")
+    session = ek.VideoTracker(model).start(np.stack([images["astronaut"]] * 2))
+    session.add_prompt(0, 1, points=[[100, 120]], labels=[1])
+    list(session.propagate())
+
+    twin = copy.deepcopy(model)
+    assert runtime_of(twin).backend == "none" and runtime_of(model).backend == "eager"
+    assert runtime_of(twin).model is twin and runtime_of(model).model is model
+    buf = io.BytesIO()
+    torch.save(model, buf)  # the whole module pickles: the runtime's closures are not in it
+    assert runtime_of(pickle.loads(pickle.dumps(copy.copy(model)))).backend == "none"
+
+    ref = weakref.ref(model)
+    tensors = [weakref.ref(p) for p in model.parameters()]
+    del model, pred, session, twin
+    gc.collect()
+    assert ref() is None, "the model outlived every reference to it"
+    assert all(t() is None for t in tensors)
