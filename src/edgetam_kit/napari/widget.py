@@ -179,7 +179,8 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, P
             self.next_button: "start a new object; the objects prompted so far stay until committed (N)",
             self.undo_button: "undo the last commit, propagation or segment-everything of this image (U)",
             self.propagate_button: "commit, then track every committed object through the stack",
-            self.everything_button: "automatic masks on the plane shown, into the review layer (settings below)",
+            self.everything_button: "automatic masks on the plane shown (or on every plane of a stack: 'every "
+                                    "plane' in the settings below), into the review layer",
             self.cancel_button: "stop the running task after its current step; results so far are kept",
         }
         for control, tip in tips.items():
