@@ -120,6 +120,11 @@ def test_every_plane_is_segmented_into_review_and_accepted_as_one_step(qtbot, mo
         ids = [review_ids(review, (k,)) for k in range(3)]
         assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])  # unique across the stack
         assert "masks on 3 planes to review" in widget.status.text()
+        from qtpy.QtWidgets import QScrollArea
+
+        scroll = widget.findChild(QScrollArea)  # the unfolded controls scroll; the status line stays in view
+        assert scroll.widget().isAncestorOf(widget.auto_settings) and not scroll.widget().isAncestorOf(widget.status)
+        assert scroll.horizontalScrollBar().maximum() == 0  # never sideways
         assert widget.output_layer is None and viewer.layers.selection.active is review
 
         press(qtbot, widget.accept_all_button)

@@ -173,7 +173,7 @@ def test_every_plane_steps_count_planes_keep_ids_unique_and_stop_on_cancel(model
     # cancelled within plane 1 (as it starts): only plane 0
     assert run(lambda item: isinstance(item, w.Progress) and item.done == 1) == prefixes[:1]
     single = list(pl.every_plane_steps(model, sub, [(1,)], first_id=2, **opts))  # one plane: batch progress
-    assert {p.stage for p in single if isinstance(p, w.Progress)} == {"segment everything"}
+    assert {p.stage for p in single if isinstance(p, w.Progress)} == {"point batches"}
     assert single[-1].prefix == (1,) and single[-1].first_id == 2 and single[-1].total == 1
 
 
