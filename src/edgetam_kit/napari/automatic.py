@@ -163,8 +163,8 @@ class AutomaticReview:
         run = self._auto_run
         planes = run["planes"]
         where = f" on {run['done']} plane{'s' if run['done'] > 1 else ''}" if planes > 1 else ""
-        todo = (f"{run['masks']} masks{where} to review: click one then Accept object, or Accept all / "
-                "Reject all")
+        todo = (f"{run['masks']} mask{'s' if run['masks'] != 1 else ''}{where} to review: click one then Accept "
+                "object, or Accept all / Reject all")
         if outcome == END_CANCELLED:
             done = f" after {run['done']} of {planes} planes" if planes > 1 else ""
             kept = f"; the planes done are kept in the review layer: {todo}" if run["masks"] else ""
