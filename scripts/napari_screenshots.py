@@ -1,9 +1,13 @@
 """Screenshots of the napari plugin for docs/napari.md, made in a live viewer.
 
-    xvfb-run -a python scripts/napari_screenshots.py [--out docs/images] [--model PATH]
+    xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/napari_screenshots.py [--out docs/images] [--model PATH]
+
+(the screen must hold the 1400 x 1100 window: xvfb-run's default screen is smaller)
 
 Without ``--model`` a random-weight tiny model is used (no weights can be downloaded here), so
-the masks in the pictures show where results appear, not segmentation quality.
+the masks in the pictures show where results appear, not segmentation quality. Shots: clicks
+and a box on the 2D sample, a z-stack propagated both ways, Segment everything accepted on the
+2D sample, and Segment everything on every plane of the z-stack waiting for review.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ def main() -> None:
     os.environ["EDGETAM_KIT_NAPARI_SETTINGS"] = str(tmp / "settings.json")
 
     import napari
-    from qtpy.QtWidgets import QApplication
+    from qtpy.QtWidgets import QApplication, QScrollArea
 
     import edgetam_kit as ek
     from edgetam_kit.napari.settings import Settings, save_settings
@@ -41,7 +45,7 @@ def main() -> None:
     app = QApplication.instance() or QApplication([])
 
     viewer = napari.Viewer()
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window._qt_window.resize(1400, 1100)
     _dock, widget = viewer.window.add_plugin_dock_widget("edgetam-kit", "EdgeTAM")
 
     def settle() -> None:
@@ -84,14 +88,34 @@ def main() -> None:
     viewer.dims.set_point(0, 1 * stack.scale[0])
     shot("napari-zstack.png")
 
+    def automatic(pps: int) -> None:
+        """Random weights pass no default threshold: let every mask through."""
+        if not widget.auto_toggle.isChecked():
+            widget.auto_toggle.click()
+        for spin, value in ((widget.pps_spin, pps), (widget.iou_spin, 0.0), (widget.stability_spin, 0.0),
+                            (widget.nms_spin, 0.9)):
+            spin.setValue(value)
+        settle()
+        widget.findChild(QScrollArea).ensureWidgetVisible(widget.accept_all_button)  # the review buttons in view
+
     viewer.layers.clear()
     (cells,) = viewer.open_sample("edgetam-kit", "cells-2d")
     widget.set_image_layer(cells)
-    widget.pps_spin.setValue(16)
+    automatic(8)
     widget.segment_everything()
     settle()
     widget.accept_all()  # the review step: every automatic mask accepted
     shot("napari-everything.png")
+
+    viewer.layers.clear()
+    (stack,) = viewer.open_sample("edgetam-kit", "cells-zstack")
+    widget.set_image_layer(stack)
+    automatic(8)
+    widget.every_plane_check.click()
+    widget.everything_button.click()
+    settle()
+    viewer.dims.set_point(0, 4 * stack.scale[0])
+    shot("napari-every-plane.png")
     viewer.close()
 
 

@@ -1,6 +1,7 @@
 """Use the napari widget as a person would and screenshot each step (random weights).
 
-    xvfb-run -a python scripts/napari_session_shots.py [OUT_DIR]   (default /tmp/napari_shots)
+    xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/napari_session_shots.py [OUT_DIR]
+    (default OUT_DIR: /tmp/napari_shots; the screen must hold the 1500 x 1100 window)
 
 A tiny random-weight model is saved and loaded with the Folder… button (the dialog answered by
 the script), a folder of three images is opened as a series, objects are clicked and committed,
@@ -28,7 +29,7 @@ def main() -> None:
     import skimage.io
     from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
-    from qtpy.QtWidgets import QApplication, QFileDialog
+    from qtpy.QtWidgets import QApplication, QFileDialog, QScrollArea
 
     import edgetam_kit as ek
     from edgetam_kit.napari._sample_data import cells_2d
@@ -84,7 +85,7 @@ def main() -> None:
     QFileDialog.getExistingDirectory = staticmethod(lambda *a, **k: str(model_dir))
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 1000)
+    viewer.window._qt_window.resize(1500, 1100)
     _dock, widget = viewer.window.add_plugin_dock_widget("edgetam-kit", "EdgeTAM")
     shot(viewer, "start_no_model")
     press(widget.model_folder_button)
@@ -109,6 +110,8 @@ def main() -> None:
     for spin, value in ((widget.pps_spin, 4), (widget.iou_spin, 0.0), (widget.stability_spin, 0.0),
                         (widget.nms_spin, 0.9)):
         spin.setValue(value)
+    wait(lambda: True)
+    widget.findChild(QScrollArea).ensureWidgetVisible(widget.accept_all_button)  # the review buttons in view
     press(widget.everything_button)
     wait(idle)
     shot(viewer, "review_layer")
@@ -128,7 +131,7 @@ def main() -> None:
     viewer.close()
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 1000)
+    viewer.window._qt_window.resize(1500, 1100)
     _dock, widget = viewer.window.add_plugin_dock_widget("edgetam-kit", "EdgeTAM")
     wait(lambda: idle() and widget.state.model is not None)
     press(widget.series_browse)

@@ -1,7 +1,9 @@
 """Automatic segmentation with review and model loading from the widget (issue 15, items 6
 and 7), in a real viewer under Xvfb with real clicks and keys: masks go to a review layer, a
 click picks one and Accept object adds it, Accept all the rest as one undoable step; the
-settings panel folds; checkpoints are picked with file / folder dialogs and named ones listed.
+settings panel folds; on a stack "every plane" segments each plane into the review layer
+(progress counts planes, Cancel keeps the planes done); checkpoints are picked with file /
+folder dialogs and named ones listed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from napari_helpers import (PLUGIN, TIMEOUT_MS, click, key, model_dir, open_view
                             type_into, wait_idle)
 
 from edgetam_kit.napari import project as P  # noqa: E402
+from edgetam_kit.napari._sample_data import cells_zstack  # noqa: E402
+from edgetam_kit.napari.work import planes_holding  # noqa: E402
 
 
 def test_automatic_masks_are_reviewed_then_accepted_one_or_all(qtbot, model_dir, tmp_path, monkeypatch) -> None:
@@ -33,6 +37,7 @@ def test_automatic_masks_are_reviewed_then_accepted_one_or_all(qtbot, model_dir,
                                          "stability_score_thresh": 0.0, "box_nms_thresh": 0.9,
                                          "min_mask_region_area": 20}
         assert not widget.accept_all_button.isEnabled()
+        assert not widget.every_plane_check.isEnabled()  # one plane
         press(qtbot, widget.everything_button)
         wait_idle(qtbot, widget)
         review = widget.state.image.layers["review"]
@@ -66,6 +71,93 @@ def test_automatic_masks_are_reviewed_then_accepted_one_or_all(qtbot, model_dir,
         press(qtbot, widget.reject_all_button)
         assert not review.data.any()
         np.testing.assert_array_equal(out.data, after_one)
+    finally:
+        viewer.close()
+
+
+def open_stack(qtbot, viewer, widget, planes: int) -> tuple:
+    """A stack of ``planes`` slices of the z-stack sample, the settings set for many masks fast
+    and "every plane" ticked (a real click on its box). Returns (image, status lines said)."""
+    from qtpy.QtCore import QPoint, Qt
+
+    image = viewer.add_image(cells_zstack()[0][0][2:2 + planes], name="stack")
+    assert widget.image_layer is image and widget.everything_button.text() == "Segment everything"
+    press(qtbot, widget.auto_toggle)
+    for spin, value in ((widget.pps_spin, "4"), (widget.iou_spin, "0"), (widget.stability_spin, "0")):
+        type_into(qtbot, spin, value)
+    box = widget.every_plane_check
+    assert box.isEnabled() and not box.isChecked()
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))  # on its tick box
+    assert box.isChecked() and widget.everything_button.text() == "Segment every plane"
+    said: list[str] = []
+    say = widget._say
+    widget._say = lambda text: (said.append(text), say(text))[-1]
+    return image, said
+
+
+def review_ids(review, prefix: tuple) -> set:
+    return set(np.unique(review.data[prefix]).tolist()) - {0}
+
+
+def test_every_plane_is_segmented_into_review_and_accepted_as_one_step(qtbot, model_dir, tmp_path,
+                                                                       monkeypatch) -> None:
+    viewer, _dock, widget = open_viewer(qtbot, tmp_path, monkeypatch, model_dir)
+    try:
+        folder = tmp_path / "project"
+        widget.project_edit.setText(str(folder))
+        _image, said = open_stack(qtbot, viewer, widget, 3)
+        press(qtbot, widget.everything_button)
+        worker, seen = widget.worker, []
+        pbar = worker.pbar
+        pbar.events.value.connect(lambda e: seen.append((pbar.desc, pbar.n, pbar.total)))
+        with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+            pass
+        wait_idle(qtbot, widget)
+        counts = [n for _d, n, t in seen if t == 3]  # the bar counts planes, 0 to 3 in order
+        assert counts == sorted(counts) and set(counts) == {0, 1, 2, 3} and all("planes" in d for d, _, _ in seen), seen
+        assert "segment everything: plane 2 of 3..." in " ".join(said) and "plane 3 of 3" in " ".join(said)
+        review = widget.state.image.layers["review"]
+        ids = [review_ids(review, (k,)) for k in range(3)]
+        assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])  # unique across the stack
+        assert "masks on 3 planes to review" in widget.status.text()
+        from qtpy.QtWidgets import QScrollArea
+
+        scroll = widget.findChild(QScrollArea)  # the unfolded controls scroll; the status line stays in view
+        assert scroll.widget().isAncestorOf(widget.auto_settings) and not scroll.widget().isAncestorOf(widget.status)
+        assert scroll.horizontalScrollBar().maximum() == 0  # never sideways
+        assert widget.output_layer is None and viewer.layers.selection.active is review
+
+        press(qtbot, widget.accept_all_button)
+        out = widget.output_layer
+        assert not review.data.any() and planes_holding(out.data > 0) == {(0,), (1,), (2,)}
+        objs = [set(np.unique(out.data[k]).tolist()) - {0} for k in range(3)]
+        assert not (objs[0] & objs[1] or objs[0] & objs[2] or objs[1] & objs[2])
+        assert "on 3 planes" in widget.status.text()
+        saved = P.load_image(folder, "stack")
+        np.testing.assert_array_equal(saved.labels, out.data)
+        assert set(saved.objects) == set().union(*objs) and {o["source"] for o in saved.objects.values()} == {"automatic"}
+        key(viewer, qtbot, "u")  # one step: every plane's objects go
+        assert not out.data.any() and not P.load_image(folder, "stack").labels.any()
+    finally:
+        viewer.close()
+
+
+def test_every_plane_cancelled_mid_stack_keeps_the_planes_done(qtbot, model_dir, tmp_path, monkeypatch) -> None:
+    viewer, _dock, widget = open_viewer(qtbot, tmp_path, monkeypatch, model_dir)
+    try:
+        _image, _said = open_stack(qtbot, viewer, widget, 5)
+        press(qtbot, widget.everything_button)
+        review = widget.state.image.layers["review"]
+        qtbot.waitUntil(lambda: review.data[0].any(), timeout=TIMEOUT_MS)  # plane 1 of 5 is in review
+        press(qtbot, widget.cancel_button)
+        wait_idle(qtbot, widget)
+        done = planes_holding(review.data > 0)
+        assert (0,) in done and (4,) not in done and done == {(k,) for k in range(len(done))}, done
+        text = widget.status.text()
+        assert f"cancelled after {len(done)} of 5 planes" in text and "kept in the review layer" in text, text
+        assert "nothing was added" in text and widget.output_layer is None
+        press(qtbot, widget.accept_all_button)
+        assert planes_holding(widget.output_layer.data > 0) == done
     finally:
         viewer.close()
 

@@ -137,6 +137,46 @@ def test_automask_steps_labels_are_the_generators_masks(model, stack) -> None:
     assert not any(isinstance(i, w.AutoResult) for i in w.automask_steps(model, stack[4], cancel=cancel, **opts))
 
 
+def test_every_plane_steps_count_planes_keep_ids_unique_and_stop_on_cancel(model, stack) -> None:
+    from edgetam_kit.napari import planes as pl
+
+    opts = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    sub = stack[3:6]
+    prefixes = pl.plane_prefixes(sub.shape)
+    assert prefixes == [(0,), (1,), (2,)] and pl.plane_count(sub.shape) == 3
+    assert pl.plane_prefixes((2, 3, 8, 8))[:4] == [(0, 0), (0, 1), (0, 2), (1, 0)] and pl.plane_count((2, 3, 8, 8)) == 6
+    assert pl.plane_prefixes((8, 8)) == [()] and pl.plane_count((8, 8)) == 1
+    items = list(pl.every_plane_steps(model, sub, prefixes, first_id=4, **opts))
+    assert [(p.done, p.total, p.stage) for p in items if isinstance(p, w.Progress)] == [(k, 3, "planes") for k in range(3)]
+    res = [i for i in items if isinstance(i, pl.PlaneResult)]
+    assert [(r.prefix, r.done, r.total) for r in res] == [((k,), k + 1, 3) for k in range(3)]
+    first = 4
+    for r in res:  # each plane: the one-plane generator's labels, its ids after the previous plane's
+        one = results(w.automask_steps(model, sub[r.prefix], first_id=first, **opts))[-1]
+        assert r.first_id == first and r.count == one.count > 0
+        np.testing.assert_array_equal(r.labels, one.labels)
+        first = r.next_id
+    ids = [set(np.unique(r.labels).tolist()) - {0} for r in res]
+    assert all(i and not (i & j) for k, i in enumerate(ids) for j in ids[k + 1:])  # unique across the stack
+    assert min(ids[0]) >= 4 and max(ids[2]) < first
+
+    def run(stop) -> list:
+        cancel, done = threading.Event(), []
+        for item in pl.every_plane_steps(model, sub, prefixes, cancel=cancel, **opts):
+            done += [item.prefix] if isinstance(item, pl.PlaneResult) else []
+            if stop(item):
+                cancel.set()
+        return done
+
+    for k in (1, 2):  # cancelled between planes, after plane k: planes < k kept
+        assert run(lambda item: isinstance(item, pl.PlaneResult) and item.done == k) == prefixes[:k]
+    # cancelled within plane 1 (as it starts): only plane 0
+    assert run(lambda item: isinstance(item, w.Progress) and item.done == 1) == prefixes[:1]
+    single = list(pl.every_plane_steps(model, sub, [(1,)], first_id=2, **opts))  # one plane: batch progress
+    assert {p.stage for p in single if isinstance(p, w.Progress)} == {"point batches"}
+    assert single[-1].prefix == (1,) and single[-1].first_id == 2 and single[-1].total == 1
+
+
 def test_write_plane_and_undo_roundtrip() -> None:
     labels = np.zeros((3, 8, 8), np.uint32)
     labels[1, :2] = 7

@@ -1,7 +1,8 @@
 """Automatic segmentation with a review step: its settings in a collapsible panel; its masks go
 into the image's ``edgetam review`` Labels layer (in pick mode), from which the user accepts
 one object (click it, then Accept object), all of them, or none. Accepted objects are added to
-the output where it is background, with new ids, as one undoable step, and saved.
+the output where it is background, with new ids, as one undoable step, and saved. On a stack,
+"every plane" runs it plane after plane (``planes.every_plane_steps``) into the review layer.
 
 A mixin of ``EdgeTamWidget``: it uses the widget's layers, state and controls.
 """
@@ -12,11 +13,16 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGridLayout, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGridLayout, QPushButton, QSpinBox, QToolButton,
+                            QVBoxLayout, QWidget)
 
 from .state import WidgetState
 from . import layers as L
-from .work import AutoResult, Edit, automask_steps, next_free_id, planes_holding, write_plane
+from .planes import PlaneResult, every_plane_steps, plane_count, plane_prefixes
+from .runner import END_CANCELLED, END_DONE
+from .work import Edit, next_free_id, planes_holding, write_plane
+
+EVERYTHING, EVERY_PLANE = "Segment everything", "Segment every plane"
 
 
 def _double_spin(value: float, tip: str) -> QDoubleSpinBox:
@@ -58,6 +64,11 @@ class AutomaticReview:
         form.addRow("stability threshold", self.stability_spin)
         form.addRow("overlap threshold", self.nms_spin)
         form.addRow("minimum area", self.min_area_spin)
+        self.every_plane_check = QCheckBox("every plane")
+        self.every_plane_check.setToolTip("Segment everything on every plane of the stack, one after another, into "
+                                          "the review layer (replacing what it held); Cancel keeps the planes done")
+        self.every_plane_check.toggled.connect(lambda _on: self._update_enabled())
+        form.addRow("planes", self.every_plane_check)
         self.auto_settings.setVisible(False)
         self.auto_toggle.toggled.connect(self._on_auto_toggle)
         buttons = QGridLayout()
@@ -90,39 +101,77 @@ class AutomaticReview:
                 "min_mask_region_area": int(self.min_area_spin.value())}
 
     def _review_enabled(self, ready: bool) -> None:
-        pending = ready and self.worker is None and self._review_ids().size > 0
+        idle = ready and self.worker is None
+        pending = idle and self._review_ids().size > 0
         for b in (self.accept_object_button, self.accept_all_button, self.reject_all_button):
             b.setEnabled(pending)
+        self.every_plane_check.setEnabled(idle and self.image_layer is not None and plane_count(self.geom.spatial) > 1)
+        self.everything_button.setText(EVERY_PLANE if self.every_plane else EVERYTHING)
+
+    @property
+    def every_plane(self) -> bool:
+        """True when Segment everything runs on every plane (ticked, and the image is a stack)."""
+        return (self.every_plane_check.isChecked() and self.image_layer is not None
+                and plane_count(self.geom.spatial) > 1)
 
     # ------------------------------------------------------------------ run
     def segment_everything(self) -> Any:
-        """Automatic masks on the current plane, into the review layer. Returns the thread worker,
-        or None when nothing was started."""
+        """Automatic masks on the current plane (every plane: on each plane of the stack in turn),
+        into the review layer. Returns the thread worker, or None when nothing was started."""
         if self.state.model is None or self.image_layer is None:
             raise ValueError("load a model and pick an image first")
         if self._busy() or not self._ready_for_edits():
             return None
-        prefix = self.current_prefix()
-        self._auto_prefix = prefix
-        self._task_review, self._task_image_layer = self._review(), None  # nothing to save until accepted
-        gen = automask_steps(self.state.model, self.geom.plane(prefix), 1, self.channels, self._fresh_cancel(),
-                             cache=self._cache_dir(), **self.auto_options())
-        return self._start(gen, "segment everything", self._on_auto)
+        review = self._review()
+        self._task_review, self._task_image_layer = review, None  # nothing to save until accepted
+        if self.every_plane:
+            prefixes = plane_prefixes(self.geom.spatial)
+            review.data[...] = 0  # one run's review: ids unique across the stack
+            review.refresh()
+            first = 1
+        else:
+            prefixes = [self.current_prefix()]
+            data = np.asarray(review.data)  # ids after those waiting on the other planes
+            first = next_free_id(*(data[p] for p in planes_holding(data > 0) if p != prefixes[0]))
+        self._auto_run = {"planes": len(prefixes), "done": 0, "masks": 0}
+        gen = every_plane_steps(self.state.model, self.geom.data, prefixes, first, self.channels,
+                                self._fresh_cancel(), cache=self._cache_dir(), **self.auto_options())
+        worker = self._start(gen, "segment everything", self._on_auto, self._on_auto_end)
+        if worker is not None and len(prefixes) > 1:
+            self._say(f"segment everything: plane 1 of {len(prefixes)}...")
+        return worker
 
-    def _on_auto(self, msg: AutoResult) -> None:
+    def _on_auto(self, msg: PlaneResult) -> None:
         review = self._task_review
         if not self._alive(review):
             return
-        write_plane(review.data, self._auto_prefix, msg.labels.astype(review.data.dtype), None)
+        write_plane(review.data, msg.prefix, msg.labels.astype(review.data.dtype), None)
         review.refresh()
-        if msg.count == 0:
-            self._say("segment everything: no mask passed the thresholds (lower them in the settings)")
-            return
-        review.visible = True
-        review.mode = "pick"
-        self.viewer.layers.selection.active = review
-        self._say(f"segment everything: {msg.count} masks to review: click one then Accept object, "
-                  "or Accept all / Reject all")
+        run = self._auto_run
+        first = run["masks"] == 0 < msg.count  # the first masks: the review layer is shown and selected
+        run["done"], run["masks"] = msg.done, run["masks"] + msg.count
+        if first:
+            review.visible = True
+            review.mode = "pick"
+            self.viewer.layers.selection.active = review
+        if msg.done < msg.total:
+            self._say(f"segment everything: plane {msg.done + 1} of {msg.total}... ({run['masks']} masks "
+                      f"so far on {msg.done} plane{'s' if msg.done > 1 else ''})")
+
+    def _on_auto_end(self, outcome: str) -> None:
+        """The status line once the run ended (cancelled: what the review layer holds)."""
+        run = self._auto_run
+        planes = run["planes"]
+        where = f" on {run['done']} plane{'s' if run['done'] > 1 else ''}" if planes > 1 else ""
+        todo = (f"{run['masks']} mask{'s' if run['masks'] != 1 else ''}{where} to review: click one then Accept "
+                "object, or Accept all / Reject all")
+        if outcome == END_CANCELLED:
+            done = f" after {run['done']} of {planes} planes" if planes > 1 else ""
+            kept = f"; the planes done are kept in the review layer: {todo}" if run["masks"] else ""
+            self._say(f"segment everything: cancelled{done}; nothing was added{kept}")
+        elif outcome == END_DONE:
+            self._say(f"segment everything: {todo}" if run["masks"] else
+                      "segment everything: no mask passed the thresholds (lower them in the settings)")
 
     # ------------------------------------------------------------------ review
     def _review(self) -> Any:
@@ -182,15 +231,16 @@ class AutomaticReview:
         before = self.state.committed_copy()
         edit = Edit("accept automatic objects")
         added: list[int] = []
+        new_id = next_free_id(output.data, taken=list(self.state.committed))
         for prefix in sorted(planes_holding(taken)):
             plane, out = data[prefix], output.data[prefix]
             new = out.copy()
-            for obj in ids:
+            for obj in np.unique(plane[taken[prefix]]):  # the objects of this plane, by id
                 where = (plane == obj) & (new == 0)
                 if where.any():
-                    new_id = next_free_id(new, output.data, taken=[*self.state.committed, *added])
                     new[where] = new_id
                     added.append(new_id)
+                    new_id += 1
             write_plane(output.data, prefix, new, edit)
         review.data[taken] = 0
         review.refresh()
@@ -199,13 +249,14 @@ class AutomaticReview:
             self._note_objects(added, "automatic")
             output.refresh()
             self._save()
-            self.obj_spin.setValue(max(self.obj_id, next_free_id(output.data, taken=list(self.state.committed))))
+            self.obj_spin.setValue(max(self.obj_id, new_id))
         left = self._review_ids().size
         if not left:
             self._end_review()
         else:
             self._update_enabled()
-        done = (f"accepted {len(added)} object{'s' if len(added) > 1 else ''} ({edit.pixels} pixels)" if added
+        on = f" on {len(edit.planes)} planes" if len(edit.planes) > 1 else ""
+        done = (f"accepted {len(added)} object{'s' if len(added) > 1 else ''}{on} ({edit.pixels} pixels)" if added
                 else "accepted nothing: no background left under those objects")
         self._say(f"{done}; {left} left to review")
         return edit.pixels

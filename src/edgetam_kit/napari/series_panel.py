@@ -38,9 +38,9 @@ class SeriesAnnotation:
         box = QGroupBox("image series")
         grid = QGridLayout(box)
         self.series_edit = QLineEdit()
-        self.series_edit.setPlaceholderText("a folder of images to annotate one after another")
-        self.series_edit.setToolTip("a folder of images (png, jpg, tif, bmp): they are opened one at a time; "
-                                    "Enter opens it")
+        self.series_edit.setPlaceholderText("folder of images")
+        self.series_edit.setToolTip("a folder of images (png, jpg, tif, bmp) to annotate one after another: they "
+                                    "are opened one at a time; Enter opens it")
         self.series_edit.returnPressed.connect(lambda: self.open_series_folder(self.series_edit.text()))
         self.series_browse = QPushButton("Folder…")
         self.series_browse.setToolTip("pick the folder of images to annotate")

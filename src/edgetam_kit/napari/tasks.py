@@ -97,7 +97,9 @@ class LongTasks:
         self._task_output, self._task_image, self._task_image_layer = self.output_layer, self.state.image, self.image_layer
         frames = self.geom.frames(self.current_prefix())
         gen = track_steps(self.state.model, frames, prompts, direction, self.channels, self._fresh_cancel())
-        return self._start(gen, f"propagate {direction}", self._on_frame)
+        self._frames_done = 0
+        return self._start(gen, f"propagate {direction}", self._on_frame, lambda outcome: self._on_propagated(
+            outcome, f"propagate {direction}"))
 
     def _on_frame(self, msg: FrameResult) -> None:
         output = self._task_output
@@ -106,7 +108,14 @@ class LongTasks:
         write_plane(output.data, index, new, self._edit)
         self._note_objects(msg.obj_ids, "propagate", self._task_image)
         output.refresh()
+        self._frames_done = msg.done
         self._say(f"frame {msg.frame}: {msg.done} of {msg.total}")
+
+    def _on_propagated(self, outcome: str, desc: str) -> None:
+        """Done: say so (the last frame's line read as if it were still running)."""
+        if outcome == END_DONE:
+            n = self._frames_done
+            self._say(f"{desc}: done, {n} frame{'s' if n != 1 else ''} written (Undo removes them)")
 
     # ------------------------------------------------------------------ workers
     def cancel(self) -> None:

@@ -44,9 +44,10 @@ class FineTuning:
         self.steps_spin.setToolTip("optimizer steps (auto: 10 passes over the annotated planes); the best "
                                    "weights by validation IoU are kept")
         self.train_out_edit = QLineEdit()
-        self.train_out_edit.setPlaceholderText("output folder (default: in the project folder)")
+        self.train_out_edit.setPlaceholderText("output folder (optional)")
         self.train_out_edit.setToolTip("where the trained model is written (a new or empty folder; a cancelled "
-                                       "run's folder resumes that run)")
+                                       "run's folder resumes that run); empty: a new folder in the project "
+                                       "folder (or the home folder)")
         self.train_out_browse = QPushButton("Folder…")
         self.train_out_browse.setToolTip("pick the folder the trained model is written to")
         self.train_out_browse.clicked.connect(self._browse_train_out)

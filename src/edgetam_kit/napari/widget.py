@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QGridLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGridLayout, QLabel, QLineEdit, QPushButton,
+                            QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from . import layers as L
 from .automatic import AutomaticReview
@@ -150,20 +150,45 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, P
         help_text.setWordWrap(True)
         self.polarity_label = QLabel()
         self.polarity_label.setToolTip("what a plain click adds now (T toggles; Ctrl-click adds the other kind once)")
-        layout = QVBoxLayout(self)
+        # the controls scroll (unfolded, they are taller than a laptop screen's dock); what a
+        # click adds and the status line stay in view below them
+        controls = QWidget()
+        layout = QVBoxLayout(controls)
         layout.addLayout(top)
         layout.addWidget(self._build_series_ui())
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self._build_auto_ui())
         layout.addWidget(self._build_train_ui())
-        layout.addWidget(self.polarity_label)
         layout.addWidget(help_text)
-        layout.addWidget(self.status)
         layout.addStretch(1)
+        for box in (self.model_box, self.image_box, self.output_box):  # long paths and names: not wider
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(16)
+        self._scroll = QScrollArea()
+        self._scroll.setWidgetResizable(True)
+        self._scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self._scroll.setWidget(controls)
+        controls.installEventFilter(self)  # the controls' width, never scrolled sideways
+        self._fit_width()
+        outer = QVBoxLayout(self)
+        outer.addWidget(self._scroll, 1)
+        outer.addWidget(self.polarity_label)
+        outer.addWidget(self.status)
         self._add_tooltips()
         self._on_obj_id(self.obj_id)
         self._update_enabled()
+
+    def eventFilter(self, obj: Any, ev: QEvent) -> bool:
+        if ev.type() == QEvent.Type.LayoutRequest and obj is self._scroll.widget():
+            self._fit_width()
+        return super().eventFilter(obj, ev)
+
+    def _fit_width(self) -> None:
+        """The scroll area as wide as its controls need (they scroll up and down only)."""
+        need = self._scroll.widget().minimumSizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width()
+        if self._scroll.minimumWidth() != need:
+            self._scroll.setMinimumWidth(need)
 
     def _add_tooltips(self) -> None:
         """A tooltip on every control."""
@@ -179,7 +204,8 @@ class EdgeTamWidget(ImageLayers, ProjectSaving, SeriesAnnotation, ModelPicker, P
             self.next_button: "start a new object; the objects prompted so far stay until committed (N)",
             self.undo_button: "undo the last commit, propagation or segment-everything of this image (U)",
             self.propagate_button: "commit, then track every committed object through the stack",
-            self.everything_button: "automatic masks on the plane shown, into the review layer (settings below)",
+            self.everything_button: "automatic masks on the plane shown (or on every plane of a stack: 'every "
+                                    "plane' in the settings below), into the review layer",
             self.cancel_button: "stop the running task after its current step; results so far are kept",
         }
         for control, tip in tips.items():

@@ -378,11 +378,11 @@ def automask_steps(model: Any, image: Any, first_id: int = 1, channels: int | No
     cancel = cancel or threading.Event()
     gen = AutoMaskGenerator(model, cache=cache, **options)
     plane = np.asarray(image)
-    yield Progress(0, 0, "segment everything")
+    yield Progress(0, 0, "point batches")
     anns = None
     try:
         for item in _stream(lambda progress, ev: gen.generate(plane, channels=channels, progress=progress,
-                                                               cancel=ev), cancel, "segment everything"):
+                                                               cancel=ev), cancel, "point batches"):
             if isinstance(item, Progress):
                 yield item
             else:
