@@ -121,6 +121,19 @@ def check_out_folder(text: str) -> tuple[Path | None, str]:
     return path, ""
 
 
+@dataclass
+class TrainRun:
+    """One "Train on my annotations" run as the widget reports it: the output folder, the steps
+    asked for (None: the default), what it trains on (text), saved images left out, and the last
+    message of the run (``Finetuned`` / ``FinetuneStopped``; None until one arrives)."""
+
+    out: Path
+    steps: int | None
+    data: str
+    left_out: list[str]
+    message: Any = None
+
+
 @dataclass(frozen=True)
 class TrainStep:
     """``done`` of ``total`` optimizer steps are finished (0: the run is being prepared)."""

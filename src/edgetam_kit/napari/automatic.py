@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGridLayout,
 
 from .state import WidgetState
 from . import layers as L
-from .planes import PlaneResult, every_plane_steps, plane_count, plane_prefixes
+from .planes import PlaneResult, PlaneRun, every_plane_steps, plane_count, plane_prefixes
 from .runner import END_CANCELLED, END_DONE
 from .work import Edit, next_free_id, planes_holding, write_plane
 
@@ -133,7 +133,7 @@ class AutomaticReview:
             prefixes = [self.current_prefix()]
             data = np.asarray(review.data)  # ids after those waiting on the other planes
             first = next_free_id(*(data[p] for p in planes_holding(data > 0) if p != prefixes[0]))
-        self._auto_run = {"planes": len(prefixes), "done": 0, "masks": 0}
+        self._auto_run = PlaneRun(len(prefixes))
         gen = every_plane_steps(self.state.model, self.geom.data, prefixes, first, self.channels,
                                 self._fresh_cancel(), cache=self._cache_dir(), **self.auto_options())
         worker = self._start(gen, "segment everything", self._on_auto, self._on_auto_end)
@@ -148,29 +148,29 @@ class AutomaticReview:
         write_plane(review.data, msg.prefix, msg.labels.astype(review.data.dtype), None)
         review.refresh()
         run = self._auto_run
-        first = run["masks"] == 0 < msg.count  # the first masks: the review layer is shown and selected
-        run["done"], run["masks"] = msg.done, run["masks"] + msg.count
+        first = run.masks == 0 < msg.count  # the first masks: the review layer is shown and selected
+        run.done, run.masks = msg.done, run.masks + msg.count
         if first:
             review.visible = True
             review.mode = "pick"
             self.viewer.layers.selection.active = review
         if msg.done < msg.total:
-            self._say(f"segment everything: plane {msg.done + 1} of {msg.total}... ({run['masks']} masks "
+            self._say(f"segment everything: plane {msg.done + 1} of {msg.total}... ({run.masks} masks "
                       f"so far on {msg.done} plane{'s' if msg.done > 1 else ''})")
 
     def _on_auto_end(self, outcome: str) -> None:
         """The status line once the run ended (cancelled: what the review layer holds)."""
         run = self._auto_run
-        planes = run["planes"]
-        where = f" on {run['done']} plane{'s' if run['done'] > 1 else ''}" if planes > 1 else ""
-        todo = (f"{run['masks']} mask{'s' if run['masks'] != 1 else ''}{where} to review: click one then Accept "
+        planes = run.planes
+        where = f" on {run.done} plane{'s' if run.done > 1 else ''}" if planes > 1 else ""
+        todo = (f"{run.masks} mask{'s' if run.masks != 1 else ''}{where} to review: click one then Accept "
                 "object, or Accept all / Reject all")
         if outcome == END_CANCELLED:
-            done = f" after {run['done']} of {planes} planes" if planes > 1 else ""
-            kept = f"; the planes done are kept in the review layer: {todo}" if run["masks"] else ""
+            done = f" after {run.done} of {planes} planes" if planes > 1 else ""
+            kept = f"; the planes done are kept in the review layer: {todo}" if run.masks else ""
             self._say(f"segment everything: cancelled{done}; nothing was added{kept}")
         elif outcome == END_DONE:
-            self._say(f"segment everything: {todo}" if run["masks"] else
+            self._say(f"segment everything: {todo}" if run.masks else
                       "segment everything: no mask passed the thresholds (lower them in the settings)")
 
     # ------------------------------------------------------------------ review

@@ -41,6 +41,16 @@ class PlaneResult:
         return self.first_id + self.count
 
 
+@dataclass
+class PlaneRun:
+    """The tally of one Segment everything run, as the widget reports it: ``done`` of ``planes``
+    planes finished, ``masks`` masks so far."""
+
+    planes: int
+    done: int = 0
+    masks: int = 0
+
+
 def plane_prefixes(spatial: Sequence[int]) -> list[tuple[int, ...]]:
     """Every plane of an array of spatial shape (..., H, W), in C order ([()] for one plane)."""
     return list(itertools.product(*(range(int(s)) for s in spatial[:-2])))

@@ -136,8 +136,8 @@ class FineTuning:
             self._say(f"training: {why}")
             return None
         train, steps = self.train_box.currentText(), int(self.steps_spin.value()) or None
-        self._train_run = {"out": out, "steps": steps, "data": f"{len(data.labels)} planes ({data.n_objects} objects)",
-                           "left_out": data.left_out, "message": None}
+        self._train_run = A.TrainRun(out, steps, f"{len(data.labels)} planes ({data.n_objects} objects)",
+                                     list(data.left_out))
         self._task_image_layer = None  # nothing of an image's objects to save when it ends
         gen = A.finetune_steps(self.state.source, data.pair(), out, train, steps, self._fresh_cancel(),
                                **self.train_options)
@@ -153,18 +153,19 @@ class FineTuning:
             if msg.done:
                 self._say(f"training: step {msg.done} of {msg.total}")
         elif isinstance(msg, A.Finetuned):
-            run["message"] = msg
+            run.message = msg
             self._on_model(ModelLoaded(msg.result.model, str(msg.result.path)))
         elif isinstance(msg, A.FinetuneStopped):
-            run["message"] = msg
+            run.message = msg
 
     def _on_train_end(self, outcome: str) -> None:
-        run, msg = self._train_run, self._train_run["message"]
-        note = f" ({len(run['left_out'])} saved images left out: {'; '.join(run['left_out'])})" if run["left_out"] else ""
+        run = self._train_run
+        msg = run.message
+        note = f" ({len(run.left_out)} saved images left out: {'; '.join(run.left_out)})" if run.left_out else ""
         if outcome == END_DONE and isinstance(msg, A.Finetuned):
-            self._say(A.summary(msg.result, run["steps"], run["data"]) + note)
+            self._say(A.summary(msg.result, run.steps, run.data) + note)
         elif outcome == END_CANCELLED or isinstance(msg, A.FinetuneStopped):
-            saved = (f"the best weights so far are in {run['out']} (Folder… loads them)"
-                     if (Path(run["out"]) / "config.json").exists() else "no weights were written yet")
+            saved = (f"the best weights so far are in {run.out} (Folder… loads them)"
+                     if (Path(run.out) / "config.json").exists() else "no weights were written yet")
             self._say(f"training cancelled; the model in use is unchanged, {saved}. Train again with the same "
                       "settings and folder to resume the run")
