@@ -70,14 +70,27 @@ def _target_view(ctx, target):
     return ctx.dataset
 
 
+class _Every:
+    """Throttle: ``due(done, total)`` is true at most once per ``every_s`` seconds, and always for
+    the last step."""
+
+    def __init__(self, every_s):
+        self.every_s, self.last = every_s, float("-inf")
+
+    def due(self, done, total):
+        now = time.monotonic()
+        if done == total or now - self.last >= self.every_s:
+            self.last = now
+            return True
+        return False
+
+
 def _progress(ctx, what, every_s=1.0):
     """A progress(done, total) callback that tells the context at most once per ``every_s``."""
-    last = [float("-inf")]
+    every = _Every(every_s)
 
     def report(done, total):
-        now = time.monotonic()
-        if done == total or now - last[0] >= every_s:
-            last[0] = now
+        if every.due(done, total):
             ctx.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")
 
     return report
@@ -98,13 +111,11 @@ def _checkpoint_input(inputs, ctx):
 def _stream_progress(ctx, steps, what, every_s=0.5):
     """Drain a generator of (done, total) as App progress messages, at most one per ``every_s``
     (and the last); returns the generator's return value (use with ``yield from``)."""
-    last = float("-inf")
+    every = _Every(every_s)
     while True:
         try:
             done, total = next(steps)
         except StopIteration as stop:
             return stop.value
-        now = time.monotonic()
-        if done == total or now - last >= every_s:
-            last = now
+        if every.due(done, total):
             yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")

@@ -4,10 +4,11 @@
 #   bash scripts/run_tests.sh            # every group, in order; exit code: the first failing group's
 #   bash scripts/run_tests.sh napari     # one group (names below); extra arguments go to pytest
 #
-# Why groups: a single process for the whole suite grew to 20-24 GB RSS on the 2-core CI machine
-# (real-shape engines, napari viewers, FiftyOne, ONNX sessions and ~1,100 training steps each leave
-# allocator memory behind) and was OOM-killed once. Every test file belongs to exactly one group:
-# the last group, "core", is every file the others do not name.
+# Why groups: a single process for the whole suite once grew to 24 GB RSS on the 2-core CI machine
+# and was OOM-killed. Most of that was a leak, since fixed (every model ever run stayed alive); the
+# groups keep what remains (napari viewers, FiftyOne, ONNX sessions, training) from adding up, and
+# let one group be rerun alone. Every test file belongs to exactly one group: "core" is every file
+# the others do not name.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
