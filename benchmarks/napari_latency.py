@@ -2,7 +2,8 @@
 
     xvfb-run -a python benchmarks/napari_latency.py [--threads 2] [--clicks 30] [--size 1024]
 
-Real-shape EdgeTAM (random weights, 1024x1024 model input), a size x size uint8 image, the
+Real-shape EdgeTAM (random weights loaded as the widget loads a model: ``ek.load_model``, so
+the default runtime; 1024x1024 model input), a size x size uint8 image, the
 embedding computed once. One click is what napari does with a mouse click in the prompt layer's add
 mode: on the press, the widget's mouse-press callback (which decodes the prompt with the new point
 ahead: napari adds the point only on the release); on the release, the point added to the layer at
@@ -53,7 +54,9 @@ def main() -> None:
     from edgetam_kit.napari.work import ModelLoaded
 
     img = (transform.resize(data.astronaut(), (args.size, args.size)) * 255).astype(np.uint8)
-    model = ek.build_random_model("edgetam", seed=0)
+    # as the widget loads a model (ek.load_model: the default "eager" runtime with the fast decoder);
+    # a bare ek.build_random_model would run the plain modules, which no widget user gets
+    model = ek.load_model("random:edgetam")
     viewer = napari.Viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("edgetam-kit", "EdgeTAM")
     widget.cache_edit.setText("")  # no embedding cache: nothing on disk between runs
