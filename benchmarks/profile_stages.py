@@ -2,7 +2,7 @@
 tracked frame (real shape, random weights, ours only). The summary kept in
 benchmarks/README.md comes from this script.
 
-    python benchmarks/profile_stages.py [--threads 2] [--backend eager|none] [--rows 8]
+    python benchmarks/profile_stages.py [--threads 2] [--backend eager|none] [--precision fp32|bf16|fp16] [--rows 8]
 
 For each stage: wall time (median of 3) and the operators with the most self CPU time.
 """
@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", default="eager")
     ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--precision", default="fp32", help="fp32, or bf16 / fp16 (the opt-in autocast)")
     args = ap.parse_args()
     set_threads(args.threads)
     import torch
@@ -32,7 +33,8 @@ def main() -> None:
     import edgetam_kit as ek
     from edgetam_kit.testing.synthetic import SyntheticSource
 
-    model = ek.optimize(ek.build_random_model("edgetam", seed=0, video=True), backend=args.backend)
+    model = ek.optimize(ek.build_random_model("edgetam", seed=0, video=True), backend=args.backend,
+                        precision=args.precision)
     img = (transform.resize(data.astronaut(), (1024, 1024)) * 255).astype(np.uint8)
     pred = ek.ImagePredictor(model)
     pred.set_image(img)
@@ -49,7 +51,7 @@ def main() -> None:
         "click (1 point, 3 masks at 1024x1024)": lambda: pred.predict(points=[[460, 360]], labels=[1]),
         "tracked frame (1 object, full bank)": lambda: next(frames),
     }
-    print(f"machine: {machine_facts()}  backend={args.backend}")
+    print(f"machine: {machine_facts()}  backend={args.backend} precision={args.precision}")
     for name, fn in stages.items():
         times = []
         for _ in range(3):
