@@ -85,13 +85,18 @@ class _Every:
         return False
 
 
+def _progress_args(done, total, what):
+    """``set_progress`` keyword arguments for ``done`` of ``total`` ``what``."""
+    return {"progress": done / total if total else 1.0, "label": f"{done}/{total} {what}"}
+
+
 def _progress(ctx, what, every_s=1.0):
     """A progress(done, total) callback that tells the context at most once per ``every_s``."""
     every = _Every(every_s)
 
     def report(done, total):
         if every.due(done, total):
-            ctx.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")
+            ctx.set_progress(**_progress_args(done, total, what))
 
     return report
 
@@ -118,4 +123,4 @@ def _stream_progress(ctx, steps, what, every_s=0.5):
         except StopIteration as stop:
             return stop.value
         if every.due(done, total):
-            yield ctx.ops.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")
+            yield ctx.ops.set_progress(**_progress_args(done, total, what))

@@ -105,14 +105,18 @@ class AutomaticReview:
         pending = idle and self._review_ids().size > 0
         for b in (self.accept_object_button, self.accept_all_button, self.reject_all_button):
             b.setEnabled(pending)
-        self.every_plane_check.setEnabled(idle and self.image_layer is not None and plane_count(self.geom.spatial) > 1)
+        self.every_plane_check.setEnabled(idle and self._is_stack)
         self.everything_button.setText(EVERY_PLANE if self.every_plane else EVERYTHING)
+
+    @property
+    def _is_stack(self) -> bool:
+        """An image is picked and it has more than one (H, W) plane."""
+        return self.image_layer is not None and plane_count(self.geom.spatial) > 1
 
     @property
     def every_plane(self) -> bool:
         """True when Segment everything runs on every plane (ticked, and the image is a stack)."""
-        return (self.every_plane_check.isChecked() and self.image_layer is not None
-                and plane_count(self.geom.spatial) > 1)
+        return self.every_plane_check.isChecked() and self._is_stack
 
     # ------------------------------------------------------------------ run
     def segment_everything(self) -> Any:
